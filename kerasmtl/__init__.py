@@ -1,0 +1,26 @@
+"""kerasmtl: multi-task and multi-output models for Keras 3.
+
+Import everything from here: `kerasmtl.Task`, `kerasmtl.MultiTaskModel`, the
+builders `kerasmtl.hard_sharing` and `kerasmtl.soft_sharing`, and the
+subpackages `kerasmtl.layers`, `kerasmtl.weighting`, `kerasmtl.models`,
+`kerasmtl.callbacks`.
+"""
+
+from kerasmtl import layers, weighting
+from kerasmtl.hard_sharing import hard_sharing
+from kerasmtl.multi_task_model import MultiTaskModel
+from kerasmtl.soft_sharing import soft_sharing
+from kerasmtl.soft_sharing_model import SoftSharingModel
+from kerasmtl.task import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MultiTaskModel",
+    "SoftSharingModel",
+    "Task",
+    "hard_sharing",
+    "layers",
+    "soft_sharing",
+    "weighting",
+]

@@ -1,0 +1,346 @@
+"""`MultiTaskModel`: a functional Keras model with one named output per task."""
+
+import keras
+from keras import ops
+
+from kerasmtl import weighting as weighting_module
+from kerasmtl.task import Task, check_tasks
+from kerasmtl.task_loss import (
+    fit_mask_rank,
+    label_mask,
+    masked_task_loss,
+    resolve_loss,
+    validate_labels,
+)
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class MultiTaskModel(keras.Model):
+    """A functional model whose outputs are a dict keyed by task name.
+
+    It trains like any Keras model, `model.fit(x, {"task_a": ya, "task_b": yb})`,
+    and adds what multi-task training needs:
+
+    - Labels are checked against the tasks before the first step: an unknown or
+      missing key, or a label whose shape or dtype cannot match its head, raises
+      a `ValueError` that names the key and lists the model's tasks.
+    - Each task's loss is the mean over its labelled samples only (see `Task`
+      for missing labels), so a batch with no label for a task adds exactly 0.
+    - The total loss is `sum_k w_k L_k`, computed by a weighting strategy
+      (`kerasmtl.weighting`) whose state lives in variables: weights change
+      during `fit` by `assign`, never by recompiling or retracing.
+    - Logs hold `{task}_loss` (the unweighted task loss, averaged over the
+      labelled samples of the epoch) and `{task}_weight` (the task's mean
+      effective weight), next to `loss` and each task's metrics.
+
+    Build one with `kerasmtl.hard_sharing`, `kerasmtl.soft_sharing`, a builder of
+    `kerasmtl.models`, or directly from a functional graph as below.
+
+    Args:
+        inputs: the model inputs: a `keras.Input`, or a list or dict of them.
+            Name them (`keras.Input(shape, name="image")`): the names become the
+            input names of the exported serving signature.
+        outputs: a dict of output tensors keyed by task name.
+        tasks: the `Task`s, one per output key; their order is the task order
+            of loss vectors and weight vectors.
+        **kwargs: `keras.Model` keyword arguments, such as `name`.
+
+    Example:
+
+    >>> inputs = keras.Input((8,), name="features")
+    >>> hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    >>> tasks = [Task("a", loss="mse"), Task("b", loss="mse")]
+    >>> model = MultiTaskModel(
+    ...     inputs,
+    ...     {"a": keras.layers.Dense(1, name="a")(hidden),
+    ...      "b": keras.layers.Dense(1, name="b")(hidden)},
+    ...     tasks,
+    ... )
+    >>> model.compile(optimizer="adam", loss_weights={"a": 1.0, "b": 0.5})
+    >>> model.task_names
+    ['a', 'b']
+    """
+
+    def __init__(self, inputs, outputs, tasks, **kwargs):
+        # === Config ===
+        tasks = [Task.from_config(t) if isinstance(t, dict) else t for t in tasks]
+        names = check_tasks(tasks)
+        if not isinstance(outputs, dict):
+            raise ValueError(
+                "`outputs` of a MultiTaskModel must be a dict keyed by task name. "
+                f"Tasks: {names}. Received: outputs of type {type(outputs).__name__}"
+            )
+        if set(outputs) != set(names):
+            raise ValueError(
+                f"The output keys must be the task names. Tasks: {names}. "
+                f"Received: outputs keys={list(outputs)}"
+            )
+
+        # === Functional Model ===
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        self.tasks = tasks
+        self._task_names = names
+        self._task_loss_trackers = [
+            keras.metrics.Mean(name=f"{name}_loss") for name in names
+        ]
+        self._task_weight_trackers = [
+            keras.metrics.Mean(name=f"{name}_weight") for name in names
+        ]
+        self.weighting = None
+        self._task_loss_fns = None
+
+    @property
+    def task_names(self):
+        """The task names, in task order."""
+        return list(self._task_names)
+
+    def _output_shapes(self):
+        return {name: tuple(self.output[name].shape) for name in self._task_names}
+
+    # === Training ===
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        loss_weights=None,
+        weighting=None,
+        **kwargs,
+    ):
+        """Configures the model for training.
+
+        Args:
+            optimizer: as in `keras.Model.compile`.
+            loss: a dict of losses keyed by task name (overrides each
+                `Task.loss`), or one loss for every task, or `None` to use the
+                tasks' own losses.
+            metrics: a dict of metric lists keyed by task name (overrides each
+                `Task.metrics`), or `None` to use the tasks' own metrics. Metrics
+                skip samples with missing labels.
+            loss_weights: a dict of static weights keyed by task name (overrides
+                each `Task.loss_weight`). Held in a variable (strategy `Fixed`),
+                so callbacks can `assign` new values without recompiling.
+            weighting: a weighting strategy: a name such as `"dwa"`, a config
+                dict or a `kerasmtl.weighting.Weighting`. Defaults to `Fixed`
+                with the tasks' static weights. Cannot be combined with
+                `loss_weights` (give the strategy its own arguments instead).
+            **kwargs: other `keras.Model.compile` arguments (`run_eagerly`,
+                `jit_compile`, `steps_per_execution`, ...).
+        """
+        names = self._task_names
+        for arg_name, value in (("loss", loss), ("metrics", metrics), ("loss_weights", loss_weights)):
+            if isinstance(value, dict):
+                unknown = [key for key in value if key not in names]
+                if unknown:
+                    raise ValueError(
+                        f"Unknown key(s) {unknown} in `{arg_name}`: they match no task. "
+                        f"Tasks: {names}. Received: {arg_name} keys={list(value)}"
+                    )
+        if metrics is not None and not isinstance(metrics, dict):
+            raise ValueError(
+                "`metrics` of a MultiTaskModel must be a dict keyed by task name, e.g. "
+                f"{{'{names[0]}': ['accuracy']}}. Tasks: {names}. Received: metrics={metrics!r}"
+            )
+        if loss_weights is not None and not isinstance(loss_weights, dict):
+            raise ValueError(
+                "`loss_weights` of a MultiTaskModel must be a dict keyed by task name. "
+                f"Tasks: {names}. Received: loss_weights={loss_weights!r}"
+            )
+        if loss_weights is not None and weighting is not None:
+            raise ValueError(
+                "Pass either static `loss_weights` or a `weighting` strategy, not both. "
+                f"Received: loss_weights={loss_weights}, weighting={weighting!r}"
+            )
+
+        task_losses = {}
+        for task in self.tasks:
+            if isinstance(loss, dict):
+                task_losses[task.name] = loss.get(task.name, task.loss)
+            elif loss is not None:
+                task_losses[task.name] = loss
+            else:
+                task_losses[task.name] = task.loss
+        self._task_loss_fns = [
+            resolve_loss(task_losses[name], name) for name in names
+        ]
+
+        task_metrics = {}
+        for task in self.tasks:
+            chosen = (metrics or {}).get(task.name, task.metrics)
+            if chosen:
+                task_metrics[task.name] = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
+
+        if weighting is None:
+            static = {task.name: task.loss_weight for task in self.tasks}
+            static.update(loss_weights or {})
+            strategy = weighting_module.Fixed([float(static[name]) for name in names])
+        else:
+            strategy = weighting_module.get(weighting)
+        if not strategy.built:
+            strategy.build((len(names),))
+        elif strategy.num_tasks != len(names):
+            raise ValueError(
+                f"The weighting strategy was built for {strategy.num_tasks} tasks but this "
+                f"model has {len(names)}: {names}. Received: weighting={strategy.name}"
+            )
+        self.weighting = strategy
+
+        # Metrics go to Keras as weighted metrics: the missing-label mask is
+        # their sample weight. The losses are ours (`compute_loss`).
+        super().compile(
+            optimizer=optimizer,
+            loss=None,
+            weighted_metrics=task_metrics or None,
+            **kwargs,
+        )
+        for tracker in self._task_loss_trackers + self._task_weight_trackers:
+            tracker.reset_state()
+        self._multitask_compile_config = dict(
+            optimizer=optimizer,
+            loss=loss,
+            metrics=metrics,
+            # The strategy holds the static weights: `loss_weights` is not saved twice.
+            weighting=strategy,
+            **kwargs,
+        )
+
+    def get_compile_config(self):
+        if self.compiled and getattr(self, "_multitask_compile_config", None):
+            return keras.saving.serialize_keras_object(self._multitask_compile_config)
+        return {}
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _check_data(self, x, y):
+        # Checked before Keras converts the data, so that a bad label dict gets our
+        # error rather than one from deep inside the data adapters.
+        if y is not None:
+            self._standardize_labels(y)
+            return
+        element_spec = getattr(x, "element_spec", None)
+        if isinstance(element_spec, (tuple, list)) and len(element_spec) >= 2:
+            self._standardize_labels(element_spec[1])
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_data(x, y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_data(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        self._check_data(x, y)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        self._check_data(x, y)
+        return super().test_on_batch(x, y, *args, **kwargs)
+
+    def _standardize_labels(self, y):
+        if not isinstance(y, dict) and len(self._task_names) == 1 and y is not None:
+            y = {self._task_names[0]: y}
+        validate_labels(y, self._task_names, self._output_shapes())
+        return y
+
+    def _task_sample_weight(self, sample_weight, name):
+        if isinstance(sample_weight, dict):
+            return sample_weight.get(name)
+        return sample_weight
+
+    def compute_task_losses(self, y, y_pred, sample_weight=None):
+        """Returns `(losses, counts)`: `(K,)` masked-mean task losses and label counts."""
+        if self._task_loss_fns is None:
+            raise RuntimeError("The model must be compiled before computing task losses.")
+        y = self._standardize_labels(y)
+        losses, counts = [], []
+        for task, loss_fn in zip(self.tasks, self._task_loss_fns):
+            value, count = masked_task_loss(
+                loss_fn,
+                y[task.name],
+                y_pred[task.name],
+                mask_value=task.mask_value,
+                sample_weight=self._task_sample_weight(sample_weight, task.name),
+            )
+            losses.append(value)
+            counts.append(count)
+        return ops.stack(losses), ops.stack(counts)
+
+    def track_task_losses(self, losses, counts, weights):
+        """Updates the `{task}_loss` and `{task}_weight` log entries."""
+        for index in range(len(self._task_names)):
+            self._task_loss_trackers[index].update_state(
+                losses[index], sample_weight=counts[index]
+            )
+            self._task_weight_trackers[index].update_state(weights[index])
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        losses, counts = self.compute_task_losses(y, y_pred, sample_weight)
+        total, weights = self.weighting.combine(losses)
+        self.track_task_losses(losses, counts, weights)
+        total = total + self.extra_loss()
+        if self.losses:
+            total = total + ops.cast(ops.sum(self.losses), total.dtype)
+        return total
+
+    def extra_loss(self):
+        """A loss term added to the weighted task losses (none here; soft sharing adds one)."""
+        return ops.convert_to_tensor(0.0, "float32")
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y = self._standardize_labels(y)
+        if self._compile_metrics is None:
+            return self.get_metrics_result()
+        safe_y, masks = {}, {}
+        for task in self.tasks:
+            label = y[task.name]
+            present = label_mask(label, task.mask_value)
+            safe_y[task.name] = ops.where(present, label, ops.zeros_like(label))
+            rank = max(len(y_pred[task.name].shape) - 1, 1)
+            mask = ops.cast(fit_mask_rank(present, rank), "float32")
+            task_weight = self._task_sample_weight(sample_weight, task.name)
+            if task_weight is not None:
+                task_weight = ops.cast(task_weight, "float32")
+                while len(task_weight.shape) < len(mask.shape):
+                    task_weight = ops.expand_dims(task_weight, -1)
+                mask = mask * task_weight
+            masks[task.name] = mask
+        self._compile_metrics.update_state(safe_y, y_pred, masks)
+        return self.get_metrics_result()
+
+    # === Config ===
+
+    def get_config(self):
+        # A plain functional model over the same graph gives the graph config.
+        graph = keras.Model(inputs=self.input, outputs=self.output, name=self.name)
+        config = graph.get_config()
+        config["trainable"] = self.trainable
+        config["tasks"] = [task.get_config() for task in self.tasks]
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        tasks = [Task.from_config(task) for task in config.pop("tasks")]
+        extra = {key: config.pop(key) for key in cls._extra_config_keys()}
+        graph = keras.Model.from_config(config, custom_objects=custom_objects)
+        return cls(
+            inputs=graph.input,
+            outputs=graph.output,
+            tasks=tasks,
+            name=config.get("name"),
+            trainable=config.get("trainable", True),
+            **extra,
+        )
+
+    @classmethod
+    def _extra_config_keys(cls):
+        return ()

@@ -1,0 +1,66 @@
+"""Task-weighting strategies and their registry (`get`, `serialize`, `deserialize`)."""
+
+import inspect
+import re
+
+import keras
+
+from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.equal import Equal
+from kerasmtl.weighting.fixed import Fixed
+
+ALL_OBJECTS = {
+    Equal,
+    Fixed,
+}
+
+
+def _snake_case(name):
+    """`"PCGrad"` -> `"pc_grad"` is not wanted: acronyms stay whole (`"pcgrad"`, `"nash_mtl"`)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
+ALL_OBJECTS_DICT.update({_snake_case(cls.__name__): cls for cls in ALL_OBJECTS})
+ALL_OBJECTS_DICT.update({cls.__name__.lower(): cls for cls in ALL_OBJECTS})
+
+
+def serialize(weighting):
+    """Returns the Keras config of a strategy."""
+    return keras.saving.serialize_keras_object(weighting)
+
+
+def deserialize(config, custom_objects=None):
+    """Returns a strategy from a config made by `serialize`."""
+    return keras.saving.deserialize_keras_object(
+        config, module_objects=ALL_OBJECTS_DICT, custom_objects=custom_objects
+    )
+
+
+def get(identifier):
+    """Returns a strategy from a name (`"dwa"`, `"DWA"`), a config dict or an instance.
+
+    Raises:
+        ValueError: for an unknown name, listing the valid names.
+    """
+    if identifier is None:
+        return Equal()
+    if isinstance(identifier, Weighting):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, str):
+        cls = ALL_OBJECTS_DICT.get(identifier) or ALL_OBJECTS_DICT.get(identifier.lower())
+        if cls is None:
+            names = sorted({_snake_case(c.__name__) for c in ALL_OBJECTS})
+            raise ValueError(
+                f"Unknown weighting strategy '{identifier}'. Valid names: {names}. "
+                f"Received: identifier={identifier!r}"
+            )
+        return cls()
+    if inspect.isclass(identifier) and issubclass(identifier, Weighting):
+        return identifier()
+    raise TypeError(
+        "Expected a weighting strategy: a name, a config dict or a `Weighting` instance. "
+        f"Received: identifier={identifier!r} of type {type(identifier).__name__}"
+    )

@@ -1,0 +1,77 @@
+"""The interface every task-weighting strategy implements."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class Weighting(keras.layers.Layer):
+    """Base class of task-weighting strategies: per-task losses -> one total loss.
+
+    A strategy is a small Keras layer so that its state (loss weights, running
+    statistics, learnable parameters) lives in Keras variables: it is trained with
+    the model when trainable, saved in `.keras` files, restored by
+    `BackupAndRestore`, and changed during `fit` only by `assign`, so the traced
+    train function never has to be rebuilt.
+
+    `MultiTaskModel.compile(weighting=...)` builds the strategy with the shape
+    `(num_tasks,)` of the per-task loss vector, in the task order of the model.
+
+    Loss-based strategies implement `compute_weights(losses)`; the total loss is
+    `sum_k w_k L_k`. Gradient-based strategies set `requires_gradients = True` and
+    implement `compute_weights_from_gram(gram, losses)`: the model's trainer gives
+    them the Gram matrix `G[i, j] = <g_i, g_j>` of the per-task gradients and takes
+    one step along `sum_k a_k g_k`. Strategies that change once per epoch
+    implement `update(epoch_losses)`, called by
+    `kerasmtl.callbacks.LossWeightScheduler` with the epoch's mean task losses.
+
+    All strategy math runs in float32, whatever the model's dtype policy.
+
+    Args:
+        **kwargs: base layer keyword arguments, such as `name`.
+    """
+
+    #: Whether the strategy needs the per-task gradients (Gram matrix) each step.
+    requires_gradients = False
+    #: Whether the strategy may work on gradients with respect to the shared
+    #: representation instead of the shared parameters ("rep-grad").
+    supports_representation_gradients = True
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.num_tasks = None
+
+    def build(self, losses_shape):
+        num_tasks = losses_shape[-1]
+        if num_tasks is None or num_tasks < 1:
+            raise ValueError(
+                "A weighting strategy needs at least one task. "
+                f"Received: losses_shape={losses_shape}"
+            )
+        self.num_tasks = int(num_tasks)
+
+    def compute_weights(self, losses):
+        """Returns the `(num_tasks,)` weight vector for the losses of this step."""
+        raise NotImplementedError(
+            f"{self.__class__.__name__} must implement `compute_weights(losses)`."
+        )
+
+    def compute_weights_from_gram(self, gram, losses):
+        """Returns the `(num_tasks,)` coefficients from the task-gradient Gram matrix."""
+        raise NotImplementedError(
+            f"{self.__class__.__name__} is not a gradient-based strategy."
+        )
+
+    def update(self, epoch_losses):
+        """Epoch-level update from the epoch's mean per-task losses (default: none)."""
+        del epoch_losses
+
+    def combine(self, losses):
+        """Returns `(total_loss, weights)` for a `(num_tasks,)` loss vector."""
+        losses = ops.cast(losses, "float32")
+        weights = ops.cast(self.compute_weights(losses), "float32")
+        return ops.sum(weights * losses), weights
+
+    def compute_output_shape(self, losses_shape):
+        return ()
