@@ -1,5 +1,7 @@
 """Hard parameter sharing: one trunk, one named head per task."""
 
+import keras
+
 from kerasmtl.inputs import make_inputs, unwrap_single
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import check_tasks
@@ -38,4 +40,17 @@ def hard_sharing(inputs, trunk, tasks, name="hard_sharing"):
     inputs = unwrap_single(make_inputs(inputs))
     features = trunk(inputs)
     outputs = {task.name: task.build_head()(features) for task in tasks}
-    return MultiTaskModel(inputs, outputs, tasks, name=name)
+    return MultiTaskModel(
+        inputs, outputs, tasks, representation=_producer(trunk, features), name=name
+    )
+
+
+def _producer(trunk, features):
+    """The name of the layer that outputs the shared features, if there is one."""
+    if isinstance(trunk, keras.layers.Layer):
+        return trunk.name
+    history = getattr(features, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    if isinstance(operation, keras.layers.Layer) and len(operation._inbound_nodes) == 1:
+        return operation.name
+    return None

@@ -43,6 +43,11 @@ class MultiTaskModel(keras.Model):
         outputs: a dict of output tensors keyed by task name.
         tasks: the `Task`s, one per output key; their order is the task order
             of loss vectors and weight vectors.
+        representation: the name of the layer whose output is the shared
+            representation that every head reads (the trunk), or `None`.
+            Needed only to train with gradients with respect to the
+            representation (`compile(gradients="representation")`); the
+            builders set it.
         **kwargs: `keras.Model` keyword arguments, such as `name`.
 
     Example:
@@ -61,7 +66,7 @@ class MultiTaskModel(keras.Model):
     ['a', 'b']
     """
 
-    def __init__(self, inputs, outputs, tasks, **kwargs):
+    def __init__(self, inputs, outputs, tasks, representation=None, **kwargs):
         # === Config ===
         tasks = [Task.from_config(t) if isinstance(t, dict) else t for t in tasks]
         names = check_tasks(tasks)
@@ -81,12 +86,18 @@ class MultiTaskModel(keras.Model):
 
         self.tasks = tasks
         self._task_names = names
-        self._task_loss_trackers = [
-            keras.metrics.Mean(name=f"{name}_loss") for name in names
-        ]
-        self._task_weight_trackers = [
-            keras.metrics.Mean(name=f"{name}_weight") for name in names
-        ]
+        if representation is not None:
+            layer_names = [layer.name for layer in self.layers]
+            if representation not in layer_names:
+                raise ValueError(
+                    f"`representation` must name a layer of the model. Layers: {layer_names}. "
+                    f"Received: representation={representation!r}"
+                )
+        self.representation = representation
+        self.gradient_source = None
+        self._representation_model = _Untracked(None)
+        self._task_loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in names]
+        self._task_weight_trackers = [keras.metrics.Mean(name=f"{name}_weight") for name in names]
         self.weighting = None
         self._task_loss_fns = None
 
@@ -107,6 +118,7 @@ class MultiTaskModel(keras.Model):
         metrics=None,
         loss_weights=None,
         weighting=None,
+        gradients=None,
         **kwargs,
     ):
         """Configures the model for training.
@@ -126,11 +138,20 @@ class MultiTaskModel(keras.Model):
                 dict or a `kerasmtl.weighting.Weighting`. Defaults to `Fixed`
                 with the tasks' static weights. Cannot be combined with
                 `loss_weights` (give the strategy its own arguments instead).
+            gradients: for gradient-based strategies, which task gradients they
+                see: `"parameters"` (the shared parameters) or
+                `"representation"` (the shared representation: cheaper, one
+                full backward pass per step; needs `representation`). Defaults
+                to the strategy's `preferred_gradients`, else `"parameters"`.
             **kwargs: other `keras.Model.compile` arguments (`run_eagerly`,
                 `jit_compile`, `steps_per_execution`, ...).
         """
         names = self._task_names
-        for arg_name, value in (("loss", loss), ("metrics", metrics), ("loss_weights", loss_weights)):
+        for arg_name, value in (
+            ("loss", loss),
+            ("metrics", metrics),
+            ("loss_weights", loss_weights),
+        ):
             if isinstance(value, dict):
                 unknown = [key for key in value if key not in names]
                 if unknown:
@@ -162,15 +183,15 @@ class MultiTaskModel(keras.Model):
                 task_losses[task.name] = loss
             else:
                 task_losses[task.name] = task.loss
-        self._task_loss_fns = [
-            resolve_loss(task_losses[name], name) for name in names
-        ]
+        self._task_loss_fns = [resolve_loss(task_losses[name], name) for name in names]
 
         task_metrics = {}
         for task in self.tasks:
             chosen = (metrics or {}).get(task.name, task.metrics)
             if chosen:
-                task_metrics[task.name] = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
+                task_metrics[task.name] = (
+                    list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
+                )
 
         if weighting is None:
             static = {task.name: task.loss_weight for task in self.tasks}
@@ -186,6 +207,7 @@ class MultiTaskModel(keras.Model):
                 f"model has {len(names)}: {names}. Received: weighting={strategy.name}"
             )
         self.weighting = strategy
+        self._configure_gradients(strategy, gradients)
 
         # Metrics go to Keras as weighted metrics: the missing-label mask is
         # their sample weight. The losses are ours (`compute_loss`).
@@ -203,8 +225,60 @@ class MultiTaskModel(keras.Model):
             metrics=metrics,
             # The strategy holds the static weights: `loss_weights` is not saved twice.
             weighting=strategy,
+            gradients=gradients,
             **kwargs,
         )
+
+    def _configure_gradients(self, strategy, gradients):
+        self.gradient_source = None
+        if not strategy.requires_gradients:
+            if gradients is not None:
+                raise ValueError(
+                    f"`gradients` applies to gradient-based strategies only; "
+                    f"'{strategy.name}' uses the losses alone. Received: gradients={gradients!r}"
+                )
+            return
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "Gradient-based weighting strategies need the TensorFlow backend. "
+                f"Received: backend={keras.backend.backend()!r}, weighting={strategy.name}"
+            )
+        source = gradients or getattr(strategy, "preferred_gradients", "parameters")
+        if source not in ("parameters", "representation"):
+            raise ValueError(
+                "`gradients` must be 'parameters' or 'representation'. "
+                f"Received: gradients={gradients!r}"
+            )
+        if source == "representation":
+            if not strategy.supports_representation_gradients:
+                raise ValueError(
+                    f"'{strategy.name}' is defined on parameter gradients and cannot use "
+                    "gradients with respect to the representation. Use gradients='parameters'."
+                )
+            if self.representation is None:
+                raise ValueError(
+                    "gradients='representation' needs the model to know its shared "
+                    "representation layer: build it with `kerasmtl.hard_sharing` or pass "
+                    "`representation=<trunk layer name>` to MultiTaskModel."
+                )
+            if self._representation_model.value is None:
+                features = self.get_layer(self.representation).output
+                self._representation_model = _Untracked(
+                    keras.Model(self.input, [self.output, features])
+                )
+        self.gradient_source = source
+
+    @property
+    def representation_model(self):
+        """A functional view of this model that returns `(outputs, representation)`."""
+        return self._representation_model.value
+
+    def train_step(self, data):
+        if self.weighting is not None and self.weighting.requires_gradients:
+            from kerasmtl.trainers.tensorflow_gradient_step import gradient_train_step
+
+            return gradient_train_step(self, data)
+        return super().train_step(data)
 
     def get_compile_config(self):
         if self.compiled and getattr(self, "_multitask_compile_config", None):
@@ -256,6 +330,15 @@ class MultiTaskModel(keras.Model):
 
     def compute_task_losses(self, y, y_pred, sample_weight=None):
         """Returns `(losses, counts)`: `(K,)` masked-mean task losses and label counts."""
+        losses, counts = self.compute_task_loss_list(y, y_pred, sample_weight)
+        return ops.stack(losses), ops.stack(counts)
+
+    def compute_task_loss_list(self, y, y_pred, sample_weight=None):
+        """Returns `(losses, counts)` as lists of scalars, in task order.
+
+        Gradient-based training differentiates each task loss on its own: a slice of
+        the stacked vector would connect every task's variables to every loss.
+        """
         if self._task_loss_fns is None:
             raise RuntimeError("The model must be compiled before computing task losses.")
         y = self._standardize_labels(y)
@@ -270,19 +353,15 @@ class MultiTaskModel(keras.Model):
             )
             losses.append(value)
             counts.append(count)
-        return ops.stack(losses), ops.stack(counts)
+        return losses, counts
 
     def track_task_losses(self, losses, counts, weights):
         """Updates the `{task}_loss` and `{task}_weight` log entries."""
         for index in range(len(self._task_names)):
-            self._task_loss_trackers[index].update_state(
-                losses[index], sample_weight=counts[index]
-            )
+            self._task_loss_trackers[index].update_state(losses[index], sample_weight=counts[index])
             self._task_weight_trackers[index].update_state(weights[index])
 
-    def compute_loss(
-        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
-    ):
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         losses, counts = self.compute_task_losses(y, y_pred, sample_weight)
         total, weights = self.weighting.combine(losses)
         self.track_task_losses(losses, counts, weights)
@@ -324,6 +403,7 @@ class MultiTaskModel(keras.Model):
         config = graph.get_config()
         config["trainable"] = self.trainable
         config["tasks"] = [task.get_config() for task in self.tasks]
+        config["representation"] = self.representation
         return config
 
     @classmethod
@@ -331,6 +411,7 @@ class MultiTaskModel(keras.Model):
         config = dict(config)
         tasks = [Task.from_config(task) for task in config.pop("tasks")]
         extra = {key: config.pop(key) for key in cls._extra_config_keys()}
+        representation = config.pop("representation", None)
         graph = keras.Model.from_config(config, custom_objects=custom_objects)
         return cls(
             inputs=graph.input,
@@ -338,9 +419,17 @@ class MultiTaskModel(keras.Model):
             tasks=tasks,
             name=config.get("name"),
             trainable=config.get("trainable", True),
+            representation=representation,
             **extra,
         )
 
     @classmethod
     def _extra_config_keys(cls):
         return ()
+
+
+class _Untracked:
+    """Holds a model view without making it a tracked (and saved) sublayer."""
+
+    def __init__(self, value):
+        self.value = value

@@ -46,8 +46,7 @@ def soft_sharing(inputs, tower, tasks, penalty=1e-3, name="soft_sharing"):
         layer = tower(task.name)
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
-                f"`tower('{task.name}')` must return a Keras layer or model. "
-                f"Received: {layer!r}"
+                f"`tower('{task.name}')` must return a Keras layer or model. Received: {layer!r}"
             )
         if layer.built:
             raise ValueError(
@@ -57,6 +56,4 @@ def soft_sharing(inputs, tower, tasks, penalty=1e-3, name="soft_sharing"):
         layer.name = f"{task.name}_tower"
         tower_names.append(layer.name)
         outputs[task.name] = task.build_head()(layer(inputs))
-    return SoftSharingModel(
-        inputs, outputs, tasks, towers=tower_names, penalty=penalty, name=name
-    )
+    return SoftSharingModel(inputs, outputs, tasks, towers=tower_names, penalty=penalty, name=name)

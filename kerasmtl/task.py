@@ -142,7 +142,9 @@ class Task:
 def check_tasks(tasks):
     """Raises a clear error unless `tasks` is a non-empty list of `Task`s with unique names."""
     if not isinstance(tasks, (list, tuple)) or not tasks:
-        raise ValueError(f"`tasks` must be a non-empty list of `kerasmtl.Task`. Received: {tasks!r}")
+        raise ValueError(
+            f"`tasks` must be a non-empty list of `kerasmtl.Task`. Received: {tasks!r}"
+        )
     for task in tasks:
         if not isinstance(task, Task):
             raise TypeError(f"`tasks` must be a list of `kerasmtl.Task`. Received: {task!r}")

@@ -1,9 +1,8 @@
 """MultiTaskModel, Task and the hard/soft sharing builders."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 import kerasmtl
 from kerasmtl import Task
@@ -163,8 +162,13 @@ def test_segmentation_ignore_label_is_masked_per_pixel():
     model = kerasmtl.MultiTaskModel(
         inputs,
         {"seg": logits},
-        [Task("seg", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-              mask_value=255)],
+        [
+            Task(
+                "seg",
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                mask_value=255,
+            )
+        ],
     )
     model.compile(optimizer="sgd")
     rng = np.random.default_rng(1)
@@ -175,7 +179,9 @@ def test_segmentation_ignore_label_is_masked_per_pixel():
     pred = keras.ops.convert_to_numpy(model(x)["seg"])
     keep = y != 255
     log_p = _log_softmax(pred)
-    reference = -np.mean(np.take_along_axis(log_p, np.where(keep, y, 0)[..., None], -1)[..., 0][keep])
+    reference = -np.mean(
+        np.take_along_axis(log_p, np.where(keep, y, 0)[..., None], -1)[..., 0][keep]
+    )
     np.testing.assert_allclose(float(losses[0]), reference, rtol=1e-5)
 
 
@@ -240,7 +246,8 @@ def test_multiple_named_inputs_and_unnamed_input_error():
         return keras.layers.Concatenate()([flat, inputs["meta"]])
 
     model = kerasmtl.hard_sharing(
-        {"image": image, "meta": meta}, trunk,
+        {"image": image, "meta": meta},
+        trunk,
         [Task("score", head=1, loss="mse")],
     )
     model.compile(optimizer="sgd")
@@ -255,24 +262,36 @@ def test_task_validation():
     with pytest.raises(ValueError, match="task name must be"):
         Task("bad name")
     with pytest.raises(ValueError, match=r"duplicates: \['a'\]"):
-        kerasmtl.hard_sharing({"x": (2,)}, keras.layers.Dense(2),
-                              [Task("a", head=1), Task("a", head=1)])
+        kerasmtl.hard_sharing(
+            {"x": (2,)}, keras.layers.Dense(2), [Task("a", head=1), Task("a", head=1)]
+        )
     with pytest.raises(ValueError, match="Task 'a' has no loss"):
         kerasmtl.hard_sharing({"x": (2,)}, keras.layers.Dense(2), [Task("a", head=1)]).compile()
     head = keras.layers.Dense(1)
-    model = kerasmtl.hard_sharing({"x": (2,)}, keras.layers.Dense(2), [Task("t", head=head, loss="mse")])
+    model = kerasmtl.hard_sharing(
+        {"x": (2,)}, keras.layers.Dense(2), [Task("t", head=head, loss="mse")]
+    )
     assert head.name == "t" and model.get_layer("t") is head
 
 
 def test_keras_applications_backbone_as_trunk(tmp_path):
     backbone = keras.applications.MobileNetV3Small(
-        input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg",
-        minimalistic=True, include_preprocessing=False,
+        input_shape=(32, 32, 3),
+        include_top=False,
+        weights=None,
+        pooling="avg",
+        minimalistic=True,
+        include_preprocessing=False,
     )
     model = kerasmtl.hard_sharing(
-        {"image": (32, 32, 3)}, backbone,
-        [Task("label", head=5, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
-         Task("box", head=4, loss="mse")],
+        {"image": (32, 32, 3)},
+        backbone,
+        [
+            Task(
+                "label", head=5, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            ),
+            Task("box", head=4, loss="mse"),
+        ],
     )
     model.compile(optimizer="adam")
     rng = np.random.default_rng(0)
@@ -283,7 +302,9 @@ def test_keras_applications_backbone_as_trunk(tmp_path):
     path = tmp_path / "backbone.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0)["box"], model.predict(x, verbose=0)["box"], atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0)["box"], model.predict(x, verbose=0)["box"], atol=1e-6
+    )
 
 
 def _tower(task_name):
@@ -294,7 +315,11 @@ def _tower(task_name):
 
 def test_soft_sharing_penalty_matches_numpy_and_is_logged(tmp_path):
     keras.utils.set_random_seed(0)
-    tasks = [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse"), Task("c", head=1, loss="mse")]
+    tasks = [
+        Task("a", head=1, loss="mse"),
+        Task("b", head=1, loss="mse"),
+        Task("c", head=1, loss="mse"),
+    ]
     model = kerasmtl.soft_sharing({"features": (5,)}, _tower, tasks, penalty=0.1)
     assert model.towers == ["a_tower", "b_tower", "c_tower"]
     weights = [[w.numpy() for w in model.get_layer(t).trainable_weights] for t in model.towers]
@@ -322,7 +347,9 @@ def test_soft_sharing_penalty_matches_numpy_and_is_logged(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert type(loaded) is kerasmtl.SoftSharingModel and loaded.penalty == 0.1
-    np.testing.assert_allclose(float(loaded.sharing_penalty()), float(model.sharing_penalty()), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(loaded.sharing_penalty()), float(model.sharing_penalty()), rtol=1e-6
+    )
 
 
 def test_soft_sharing_rejects_towers_that_cannot_be_paired():
@@ -331,9 +358,13 @@ def test_soft_sharing_rejects_towers_that_cannot_be_paired():
     def uneven(task_name):
         return keras.layers.Dense(next(sizes))
 
-    with pytest.raises(ValueError, match=r"'a_tower' and 'b_tower' cannot be paired.*\(5, 4\).*\(5, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"'a_tower' and 'b_tower' cannot be paired.*\(5, 4\).*\(5, 6\)"
+    ):
         kerasmtl.soft_sharing({"features": (5,)}, uneven, [Task("a", head=1), Task("b", head=1)])
     shared = keras.layers.Dense(3)
     shared.build((None, 5))
     with pytest.raises(ValueError, match="returned a built layer"):
-        kerasmtl.soft_sharing({"features": (5,)}, lambda name: shared, [Task("a", head=1), Task("b", head=1)])
+        kerasmtl.soft_sharing(
+            {"features": (5,)}, lambda name: shared, [Task("a", head=1), Task("b", head=1)]
+        )

@@ -59,9 +59,7 @@ class Weighting(keras.layers.Layer):
 
     def compute_weights_from_gram(self, gram, losses):
         """Returns the `(num_tasks,)` coefficients from the task-gradient Gram matrix."""
-        raise NotImplementedError(
-            f"{self.__class__.__name__} is not a gradient-based strategy."
-        )
+        raise NotImplementedError(f"{self.__class__.__name__} is not a gradient-based strategy.")
 
     def update(self, epoch_losses):
         """Epoch-level update from the epoch's mean per-task losses (default: none)."""

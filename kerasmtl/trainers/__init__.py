@@ -1,0 +1,1 @@
+"""Backend-specific train steps for gradient-based weighting strategies."""

@@ -1,0 +1,119 @@
+"""The TensorFlow train step of gradient-based strategies, against NumPy."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import kerasmtl
+from kerasmtl import Task
+from kerasmtl.weighting.base_weighting import Weighting
+
+
+class DiagonalShare(Weighting):
+    """A test strategy whose coefficients depend on the whole Gram matrix."""
+
+    requires_gradients = True
+
+    def compute_weights_from_gram(self, gram, losses):
+        diagonal = ops.diagonal(gram)
+        return diagonal / ops.sum(diagonal) + 0.1 * gram[0, 1] / ops.sqrt(gram[0, 0] * gram[1, 1])
+
+
+def _linear_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    trunk = keras.layers.Dense(3, use_bias=False, name="trunk")
+    tasks = [
+        Task("a", head=keras.layers.Dense(1, use_bias=False), loss="mse"),
+        Task("b", head=keras.layers.Dense(1, use_bias=False), loss="mse"),
+    ]
+    return kerasmtl.hard_sharing({"features": (4,)}, trunk, tasks)
+
+
+def _numpy_coefficients(gram):
+    diagonal = np.diag(gram)
+    return diagonal / diagonal.sum() + 0.1 * gram[0, 1] / np.sqrt(gram[0, 0] * gram[1, 1])
+
+
+@pytest.mark.parametrize("source", ["parameters", "representation"])
+def test_one_sgd_step_equals_numpy_update(source):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4))
+    y = {"a": rng.normal(size=(8, 1)), "b": 100.0 * rng.normal(size=(8, 1))}  # 100x scale gap
+    model = _linear_model()
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1.0),
+        weighting=DiagonalShare(),
+        gradients=source,
+    )
+    w = model.get_layer("trunk").kernel.numpy().astype("float64")
+    v = {k: model.get_layer(k).kernel.numpy().astype("float64") for k in "ab"}
+
+    z = x @ w
+    residual = {k: z @ v[k] - y[k] for k in "ab"}
+    grad_w = {k: x.T @ (2.0 / 8 * residual[k] @ v[k].T) for k in "ab"}
+    grad_v = {k: z.T @ (2.0 / 8 * residual[k]) for k in "ab"}
+    if source == "parameters":
+        flat = np.stack([grad_w[k].ravel() for k in "ab"])
+    else:
+        flat = np.stack([(2.0 / 8 * residual[k] @ v[k].T).ravel() for k in "ab"])
+    coefficients = _numpy_coefficients(flat @ flat.T)
+    expected_w = w - sum(c * grad_w[k] for c, k in zip(coefficients, "ab"))
+    expected_v = {k: v[k] - c * grad_v[k] for c, k in zip(coefficients, "ab")}
+
+    logs = model.train_on_batch(
+        x.astype("float32"), {k: y[k].astype("float32") for k in "ab"}, return_dict=True
+    )
+    np.testing.assert_allclose(
+        model.get_layer("trunk").kernel.numpy(), expected_w, rtol=1e-4, atol=1e-5
+    )
+    for k in "ab":
+        np.testing.assert_allclose(
+            model.get_layer(k).kernel.numpy(), expected_v[k], rtol=1e-4, atol=1e-5
+        )
+    np.testing.assert_allclose([logs["a_weight"], logs["b_weight"]], coefficients, rtol=1e-4)
+
+
+def test_gradient_strategy_trains_with_fit_and_round_trips(tmp_path):
+    model = _linear_model()
+    model.compile(optimizer="adam", weighting=DiagonalShare())
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = {k: rng.normal(size=(32, 1)).astype("float32") for k in "ab"}
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert model.gradient_source == "parameters"
+
+
+def test_gradient_options_are_checked():
+    model = _linear_model()
+    with pytest.raises(ValueError, match="applies to gradient-based strategies only"):
+        model.compile(gradients="representation")
+    with pytest.raises(ValueError, match="must be 'parameters' or 'representation'"):
+        model.compile(weighting=DiagonalShare(), gradients="layers")
+    inputs = keras.Input((4,), name="features")
+    hidden = keras.layers.Dense(3)(inputs)
+    plain = kerasmtl.MultiTaskModel(
+        inputs,
+        {
+            "a": keras.layers.Dense(1, name="a")(hidden),
+            "b": keras.layers.Dense(1, name="b")(hidden),
+        },
+        [Task("a", loss="mse"), Task("b", loss="mse")],
+    )
+    with pytest.raises(ValueError, match="needs the model to know its shared representation"):
+        plain.compile(weighting=DiagonalShare(), gradients="representation")
+
+
+def test_no_shared_parameters_is_a_clear_error():
+    a = keras.Input((2,), name="a_in")
+    b = keras.Input((2,), name="b_in")
+    model = kerasmtl.MultiTaskModel(
+        [a, b],
+        {"a": keras.layers.Dense(1, name="a")(a), "b": keras.layers.Dense(1, name="b")(b)},
+        [Task("a", loss="mse"), Task("b", loss="mse")],
+    )
+    model.compile(optimizer="sgd", weighting=DiagonalShare())
+    x = [np.ones((4, 2), "float32"), np.ones((4, 2), "float32")]
+    with pytest.raises(ValueError, match="needs parameters shared by two or more tasks"):
+        model.train_on_batch(x, {"a": np.ones((4, 1)), "b": np.ones((4, 1))})
