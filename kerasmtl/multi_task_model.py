@@ -395,6 +395,19 @@ class MultiTaskModel(keras.Model):
         self._compile_metrics.update_state(safe_y, y_pred, masks)
         return self.get_metrics_result()
 
+    def get_metrics_result(self):
+        results = super().get_metrics_result()
+        if len(self._task_names) == 1 and self._compile_metrics is not None:
+            # Keras drops the output name of a single output's metrics; the task
+            # name is the key everywhere, so a one-task model logs `{task}_accuracy` too.
+            prefix = f"{self._task_names[0]}_"
+            names = {metric.name for metric in self._compile_metrics.metrics}
+            results = {
+                (prefix + key if key in names and not key.startswith(prefix) else key): value
+                for key, value in results.items()
+            }
+        return results
+
     # === Config ===
 
     def get_config(self):

@@ -1,0 +1,24 @@
+"""Alignment and fusion layers of kerasmtl.
+
+`AdaptiveAveragePooling2D` and `AdaptiveMaxPooling2D` are Keras's own layers,
+re-exported unchanged so that model code can import every building block from
+one place.
+"""
+
+from keras.layers import AdaptiveAveragePooling2D, AdaptiveMaxPooling2D
+
+from kerasmtl.layers.channel_projection import ChannelProjection
+from kerasmtl.layers.concat_fusion import ConcatFusion
+from kerasmtl.layers.cross_attention_fusion import CrossAttentionFusion
+from kerasmtl.layers.self_attention_fusion import SelfAttentionFusion
+from kerasmtl.layers.spatial_alignment import SpatialAlignment
+
+__all__ = [
+    "AdaptiveAveragePooling2D",
+    "AdaptiveMaxPooling2D",
+    "ChannelProjection",
+    "ConcatFusion",
+    "CrossAttentionFusion",
+    "SelfAttentionFusion",
+    "SpatialAlignment",
+]

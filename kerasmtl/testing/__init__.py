@@ -1,0 +1,5 @@
+"""Test helpers for kerasmtl layers and models (no pytest dependency)."""
+
+from kerasmtl.testing.test_case import run_layer_test, run_model_test
+
+__all__ = ["run_layer_test", "run_model_test"]
