@@ -18,9 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from kerasmtl.callbacks import LossWeightScheduler  # noqa: E402
 
 import kerasmtl  # noqa: E402
-from kerasmtl.callbacks import LossWeightScheduler  # noqa: E402
 from kerasmtl.data import load_multi_digits_numpy  # noqa: E402
 
 TASKS = ("left", "right")

@@ -15,12 +15,18 @@ from kerasmtl.task import Task
 
 __version__ = "0.1.0"
 
+# Imported last: they build on the names above, and importing them registers their
+# serializable classes, so any saved kerasmtl model loads after `import kerasmtl`.
+from kerasmtl import callbacks, models  # noqa: E402
+
 __all__ = [
     "MultiTaskModel",
     "SoftSharingModel",
     "Task",
     "hard_sharing",
+    "callbacks",
     "layers",
+    "models",
     "soft_sharing",
     "weighting",
 ]

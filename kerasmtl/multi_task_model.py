@@ -1,5 +1,7 @@
 """`MultiTaskModel`: a functional Keras model with one named output per task."""
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -98,6 +100,10 @@ class MultiTaskModel(keras.Model):
         self._representation_model = _Untracked(None)
         self._task_loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in names]
         self._task_weight_trackers = [keras.metrics.Mean(name=f"{name}_weight") for name in names]
+        # Steps in which a task's loss was not finite (read by `fit`, kept out of logs).
+        self._non_finite_trackers = [
+            keras.metrics.Sum(name=f"{name}{_NON_FINITE_SUFFIX}") for name in names
+        ]
         self.weighting = None
         self._task_loss_fns = None
 
@@ -217,7 +223,9 @@ class MultiTaskModel(keras.Model):
             weighted_metrics=task_metrics or None,
             **kwargs,
         )
-        for tracker in self._task_loss_trackers + self._task_weight_trackers:
+        for tracker in (
+            self._task_loss_trackers + self._task_weight_trackers + self._non_finite_trackers
+        ):
             tracker.reset_state()
         self._multitask_compile_config = dict(
             optimizer=optimizer,
@@ -303,7 +311,11 @@ class MultiTaskModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y)
-        return super().fit(x, y, *args, **kwargs)
+        monitor = _NonFiniteMonitor(self)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), monitor]
+        history = super().fit(x, y, *args, **kwargs)
+        monitor.warn()
+        return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y)
@@ -355,15 +367,28 @@ class MultiTaskModel(keras.Model):
             counts.append(count)
         return losses, counts
 
-    def track_task_losses(self, losses, counts, weights):
-        """Updates the `{task}_loss` and `{task}_weight` log entries."""
+    def track_task_losses(self, losses, counts, weights, skipped=None):
+        """Updates the `{task}_loss` and `{task}_weight` log entries.
+
+        A task whose loss is not finite in this step (`skipped`) adds nothing to
+        its log entries; the step is counted, and `fit` warns once at its end.
+        """
+        if skipped is None:
+            skipped = ops.logical_not(ops.isfinite(losses))
+        kept = 1.0 - ops.cast(skipped, "float32")
+        safe = ops.where(skipped, ops.zeros_like(losses), losses)
         for index in range(len(self._task_names)):
-            self._task_loss_trackers[index].update_state(losses[index], sample_weight=counts[index])
-            self._task_weight_trackers[index].update_state(weights[index])
+            self._task_loss_trackers[index].update_state(
+                safe[index], sample_weight=counts[index] * kept[index]
+            )
+            self._task_weight_trackers[index].update_state(
+                weights[index], sample_weight=kept[index]
+            )
+            self._non_finite_trackers[index].update_state(1.0 - kept[index])
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         losses, counts = self.compute_task_losses(y, y_pred, sample_weight)
-        total, weights = self.weighting.combine(losses)
+        total, weights = self.weighting.combine(losses, training=training)
         self.track_task_losses(losses, counts, weights)
         total = total + self.extra_loss()
         if self.losses:
@@ -396,7 +421,11 @@ class MultiTaskModel(keras.Model):
         return self.get_metrics_result()
 
     def get_metrics_result(self):
-        results = super().get_metrics_result()
+        results = {
+            key: value
+            for key, value in super().get_metrics_result().items()
+            if not key.endswith(_NON_FINITE_SUFFIX)
+        }
         if len(self._task_names) == 1 and self._compile_metrics is not None:
             # Keras drops the output name of a single output's metrics; the task
             # name is the key everywhere, so a one-task model logs `{task}_accuracy` too.
@@ -425,13 +454,15 @@ class MultiTaskModel(keras.Model):
         tasks = [Task.from_config(task) for task in config.pop("tasks")]
         extra = {key: config.pop(key) for key in cls._extra_config_keys()}
         representation = config.pop("representation", None)
+        # Read before `keras.Model.from_config`, which pops them from the dict.
+        name, trainable = config.get("name"), config.get("trainable", True)
         graph = keras.Model.from_config(config, custom_objects=custom_objects)
         return cls(
             inputs=graph.input,
             outputs=graph.output,
             tasks=tasks,
-            name=config.get("name"),
-            trainable=config.get("trainable", True),
+            name=name,
+            trainable=trainable,
             representation=representation,
             **extra,
         )
@@ -439,6 +470,34 @@ class MultiTaskModel(keras.Model):
     @classmethod
     def _extra_config_keys(cls):
         return ()
+
+
+_NON_FINITE_SUFFIX = "_non_finite_steps"
+
+
+class _NonFiniteMonitor(keras.callbacks.Callback):
+    """Counts, over one `fit`, the steps in which each task's loss was not finite."""
+
+    def __init__(self, model):
+        super().__init__()
+        self._watched = _Untracked(model)
+        self.counts = {name: 0 for name in model.task_names}
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self._watched.value
+        for name, tracker in zip(model.task_names, model._non_finite_trackers):
+            self.counts[name] += int(round(float(tracker.result())))
+
+    def warn(self):
+        bad = {name: count for name, count in self.counts.items() if count}
+        if bad:
+            warnings.warn(
+                f"Non-finite task loss in some training steps: {bad} (steps per task). Each "
+                "such step left that task out: it added nothing to the total loss or the "
+                "logs, the other tasks trained as usual, and the weighting strategy's "
+                "weights stayed finite. Check the task's predictions, labels and loss.",
+                stacklevel=3,
+            )
 
 
 class _Untracked:

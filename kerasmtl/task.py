@@ -19,8 +19,8 @@ class Task:
 
     **Missing labels.** A sample may have no label for this task. Mark it with
     `mask_value` (for example `-1` for class ids, or `255` for "ignore" pixels of a
-    segmentation map); NaN labels of floating-point targets are always treated as
-    missing. Missing labels add nothing to the task's loss or metrics: the task
+    segmentation map); NaN (and infinite) labels of floating-point targets are
+    always treated as missing. Missing labels add nothing to the task's loss or metrics: the task
     loss is the mean over the labelled elements only, and a batch with no label
     for a task adds exactly zero to the total loss. For a label with trailing
     components (a 4-d box, a one-hot vector) a sample counts as missing when any

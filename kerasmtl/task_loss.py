@@ -31,7 +31,8 @@ def label_mask(y_true, mask_value=None):
     if mask_value is not None:
         present = ops.not_equal(y_true, ops.cast(mask_value, y_true.dtype))
     if keras.backend.is_float_dtype(y_true.dtype):
-        finite = ops.logical_not(ops.isnan(y_true))
+        # NaN marks a missing float target; an infinite one cannot be a target either.
+        finite = ops.isfinite(y_true)
         present = finite if present is None else ops.logical_and(present, finite)
     if present is None:
         present = ops.ones_like(y_true, dtype="bool")

@@ -23,7 +23,8 @@ def test_non_editable_install_imports_from_outside_the_repository(tmp_path):
         "import kerasmtl, kerasmtl.models, kerasmtl.callbacks, kerasmtl.layers, "
         "kerasmtl.weighting, kerasmtl.data\n"
         "import pathlib\n"
-        f"assert pathlib.Path(kerasmtl.__file__).is_relative_to({str(target)!r}), kerasmtl.__file__\n"
+        f"assert pathlib.Path(kerasmtl.__file__).is_relative_to({str(target)!r}), "
+        "kerasmtl.__file__\n"
         "print(kerasmtl.models.__name__, kerasmtl.callbacks.LossWeightScheduler.__name__)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -3,7 +3,6 @@
 import keras
 import tensorflow as tf
 
-PARAMETERS = "parameters"
 REPRESENTATION = "representation"
 
 
@@ -23,37 +22,61 @@ def gradient_train_step(model, data):
     shared representation (the trunk's output for the whole batch, flattened):
     K cheap passes through the heads only, then one backward pass of
     `sum_k a_k L_k` through the whole model.
+
+    Mixed precision: the task losses are scaled by the optimizer's loss scale
+    (`LossScaleOptimizer`) before differentiation and the Gram matrix is unscaled
+    before the strategy sees it, so strategies always work on true float32
+    gradients while the optimizer still unscales and skips overflowing steps.
+
+    Non-finite losses: a task whose loss is NaN or infinite in a step is left out
+    of that step: its gradient row and Gram entries are zero, the strategy sees its
+    loss as 0, its coefficient is forced to 0, and the other tasks train as usual.
+    The model counts such steps per task and warns once at the end of `fit`.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     strategy = model.weighting
-    source = model.gradient_source
+    optimizer = model.optimizer
+    num_tasks = len(model.task_names)
     with tf.GradientTape(persistent=True) as tape:
-        if source == REPRESENTATION:
+        if model.gradient_source == REPRESENTATION:
             y_pred, representation = model.representation_model(x, training=True)
         else:
             y_pred = model(x, training=True)
         task_losses, task_counts = model.compute_task_loss_list(y, y_pred, sample_weight)
-        losses, counts = tf.stack(task_losses), tf.stack(task_counts)
+        finite = [tf.math.is_finite(loss) for loss in task_losses]
+        # Each task loss on its own (a slice of a stacked vector would connect every
+        # task's variables to every loss), scaled for mixed precision.
+        scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), "float32")
+        scaled_losses = [
+            tf.where(ok, loss, tf.zeros_like(loss)) * scale for ok, loss in zip(finite, task_losses)
+        ]
         extra = model.extra_loss()
         if model.losses:
             extra = extra + tf.cast(tf.add_n(model.losses), "float32")
+        scaled_extra = extra * scale
+    ok = tf.stack(finite)
+    losses = tf.where(ok, tf.stack(task_losses), tf.zeros((num_tasks,)))
+    counts = tf.stack(task_counts)
     variables = model.trainable_variables
-    num_tasks = len(model.task_names)
 
-    if source == REPRESENTATION:
+    def coefficients_from(matrix):
+        matrix = tf.where(ok[:, None], matrix, tf.zeros_like(matrix))
+        gram = tf.matmul(matrix, matrix, transpose_b=True) / tf.square(scale)
+        coefficients = tf.cast(strategy.compute_weights_from_gram(gram, losses), "float32")
+        return tf.stop_gradient(tf.where(ok, coefficients, tf.zeros_like(coefficients)))
+
+    if model.gradient_source == REPRESENTATION:
         task_gradients = [
-            tape.gradient(task_losses[k], representation, unconnected_gradients="zero")
+            tape.gradient(scaled_losses[k], representation, unconnected_gradients="zero")
             for k in range(num_tasks)
         ]
-        matrix = tf.stack([tf.reshape(tf.cast(g, "float32"), [-1]) for g in task_gradients])
-        gram = tf.matmul(matrix, matrix, transpose_b=True)
-        coefficients = tf.stop_gradient(strategy.compute_weights_from_gram(gram, losses))
+        coefficients = coefficients_from(tf.stack([_flatten([g]) for g in task_gradients]))
         with tape:
-            total = tf.reduce_sum(coefficients * losses) + extra
-        gradients = tape.gradient(total, variables, unconnected_gradients="zero")
+            scaled_total = tf.reduce_sum(coefficients * tf.stack(scaled_losses)) + scaled_extra
+        gradients = tape.gradient(scaled_total, variables, unconnected_gradients="zero")
     else:
-        per_task = [tape.gradient(task_losses[k], variables) for k in range(num_tasks)]
-        # Shared: reached by two or more task losses. This is decided at trace time.
+        per_task = [tape.gradient(scaled_losses[k], variables) for k in range(num_tasks)]
+        # Shared: reached by two or more task losses, decided at trace time.
         shared = [
             index
             for index in range(len(variables))
@@ -69,35 +92,30 @@ def gradient_train_step(model, data):
             [
                 _flatten(
                     [
-                        per_task[k][index]
-                        if per_task[k][index] is not None
-                        else tf.zeros_like(variables[index])
-                        for index in shared
+                        tf.zeros_like(variables[i]) if per_task[k][i] is None else per_task[k][i]
+                        for i in shared
                     ]
                 )
                 for k in range(num_tasks)
             ]
         )
-        gram = tf.matmul(matrix, matrix, transpose_b=True)
-        coefficients = tf.stop_gradient(strategy.compute_weights_from_gram(gram, losses))
-        extra_gradients = tape.gradient(extra, variables)
+        coefficients = coefficients_from(matrix)
+        extra_gradients = tape.gradient(scaled_extra, variables)
         gradients = []
         for index, variable in enumerate(variables):
-            combined = None
-            for k in range(num_tasks):
-                g = per_task[k][index]
-                if g is not None:
-                    term = tf.cast(coefficients[k], g.dtype) * g
-                    combined = term if combined is None else combined + term
+            terms = [
+                tf.where(ok[k], tf.cast(coefficients[k], g.dtype) * g, tf.zeros_like(g))
+                for k, g in ((k, per_task[k][index]) for k in range(num_tasks))
+                if g is not None
+            ]
             if extra_gradients[index] is not None:
-                e = extra_gradients[index]
-                combined = e if combined is None else combined + e
-            gradients.append(tf.zeros_like(variable) if combined is None else combined)
-        total = tf.reduce_sum(coefficients * losses) + extra
+                terms.append(extra_gradients[index])
+            gradients.append(tf.add_n(terms) if terms else tf.zeros_like(variable))
     del tape
 
-    model.optimizer.apply_gradients(zip(gradients, variables))
+    optimizer.apply_gradients(zip(gradients, variables))
+    total = tf.reduce_sum(coefficients * losses) + extra
     batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
     model._loss_tracker.update_state(total, sample_weight=batch_size)
-    model.track_task_losses(losses, counts, coefficients)
+    model.track_task_losses(losses, counts, coefficients, skipped=tf.logical_not(ok))
     return model.compute_metrics(x, y, y_pred, sample_weight)

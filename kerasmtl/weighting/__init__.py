@@ -5,11 +5,47 @@ import re
 
 import keras
 
+from kerasmtl.weighting.aligned_mtl import AlignedMTL
 from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.cagrad import CAGrad
+from kerasmtl.weighting.dbmtl import DBMTL
+from kerasmtl.weighting.dwa import DWA
 from kerasmtl.weighting.equal import Equal
+from kerasmtl.weighting.famo import FAMO
 from kerasmtl.weighting.fixed import Fixed
+from kerasmtl.weighting.gls import GLS
+from kerasmtl.weighting.grad_norm import GradNorm
+from kerasmtl.weighting.grad_vac import GradVac
+from kerasmtl.weighting.imtlg import IMTLG
+from kerasmtl.weighting.learned_softmax import LearnedSoftmax
+from kerasmtl.weighting.loss_ratio import LossRatio
+from kerasmtl.weighting.mgda import MGDA
+from kerasmtl.weighting.mgdaub import MGDAUB
+from kerasmtl.weighting.nash_mtl import NashMTL
+from kerasmtl.weighting.pcgrad import PCGrad
+from kerasmtl.weighting.rlw import RLW
+from kerasmtl.weighting.uncertainty import Uncertainty
+from kerasmtl.weighting.upgrad import UPGrad
 
 ALL_OBJECTS = {
+    PCGrad,
+    GradVac,
+    IMTLG,
+    AlignedMTL,
+    DBMTL,
+    GradNorm,
+    CAGrad,
+    MGDA,
+    MGDAUB,
+    NashMTL,
+    UPGrad,
+    DWA,
+    FAMO,
+    GLS,
+    LearnedSoftmax,
+    LossRatio,
+    RLW,
+    Uncertainty,
     Equal,
     Fixed,
 }

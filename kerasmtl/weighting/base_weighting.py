@@ -65,11 +65,18 @@ class Weighting(keras.layers.Layer):
         """Epoch-level update from the epoch's mean per-task losses (default: none)."""
         del epoch_losses
 
-    def combine(self, losses):
-        """Returns `(total_loss, weights)` for a `(num_tasks,)` loss vector."""
+    def combine(self, losses, training=True):
+        """Returns `(total_loss, weights)` for a `(num_tasks,)` loss vector.
+
+        Tasks whose loss is NaN or infinite are left out of the total; strategies
+        must also keep such losses out of their state. With `training=False`
+        (evaluation and validation steps) a strategy must not change its state.
+        """
         losses = ops.cast(losses, "float32")
         weights = ops.cast(self.compute_weights(losses), "float32")
-        return ops.sum(weights * losses), weights
+        # A non-finite task loss is left out of the total (`MultiTaskModel` logs it).
+        terms = ops.where(ops.isfinite(losses), weights * losses, ops.zeros_like(losses))
+        return ops.sum(terms), weights
 
     def compute_output_shape(self, losses_shape):
         return ()

@@ -1,0 +1,99 @@
+"""CAGrad: conflict-averse gradient descent."""
+
+import keras
+from keras import ops
+
+from kerasmtl.weighting import solvers
+from kerasmtl.weighting.base_weighting import Weighting
+
+# ||g_w||^2 / max_k ||g_k||^2 below this is numerically zero (float32 Gram matrix).
+_DEGENERATE_NORM_SQUARED = 1e-8
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class CAGrad(Weighting):
+    """Conflict-averse gradient descent: the best worst-case direction near the mean gradient.
+
+    Follows Liu et al., "Conflict-Averse Gradient Descent for Multi-task
+    Learning" (NeurIPS 2021), as implemented in LibMTL and the authors' code:
+    the update solves `max_d min_i <g_i, d>` subject to
+    `||d - g0|| <= c ||g0||`, with `g0` the mean task gradient. Through the
+    dual, `w = argmin_{w in simplex} F(w)` with
+    `F(w) = <g_w, g0> + c ||g0|| ||g_w||` and `g_w = sum_k w_k g_k`, the update is
+    `d = g0 + (c ||g0|| / ||g_w||) g_w`, i.e. the coefficients
+    `a_k = 1/K + c ||g0|| w_k / ||g_w||`, divided by `1 + c^2` (`rescale=1`,
+    default as in LibMTL), by `1 + c` (`rescale=2`) or not rescaled
+    (`rescale=0`). Everything is computed from the Gram matrix.
+
+    By strong duality `min_i <g_i, d> = F(w*) >= min_i <g_i, g0>`: CAGrad's
+    worst task improves at least as fast as under plain gradient descent on the
+    mean loss, while `<d, g0> >= (1 - c) ||g0||^2` keeps it a descent direction of
+    the average loss for `c < 1` (before rescaling).
+
+    Deviations: LibMTL solves the dual with SciPy's SLSQP on the host; here it
+    is solved in the graph, exactly, by enumerating the supports of `w` (closed
+    form on each support, see `kerasmtl.weighting.solvers.conflict_averse_dual`)
+    for up to 10 tasks, and approximately (`num_iterations` projected-gradient
+    steps on the perspective reformulation plus an exact polish) beyond. When
+    the optimal `g_w` is numerically zero (`||g_w||^2 < 1e-8 max_k ||g_k||^2`,
+    e.g. a task with a zero gradient at the optimum), every `d` in the ball that
+    does not hurt any task is optimal and the direction `g_w / ||g_w||` is
+    undefined: the update falls back to `d = g0` (LibMTL divides by
+    `||g_w|| + 1e-8` instead, which gives arbitrary huge coefficients).
+
+    Args:
+        c: the radius ratio `c >= 0` (LibMTL's `calpha`, whose command-line
+            default is 0.5); 0.4 by default.
+        rescale: 0, 1 (default) or 2, as LibMTL.
+        num_iterations: iterations of the fallback solver, used only for more
+            than 10 tasks.
+        **kwargs: base layer keyword arguments, such as `name`.
+
+    Example:
+
+    >>> strategy = CAGrad(c=0.5, rescale=0)
+    >>> strategy.build((2,))
+    >>> gram = keras.ops.convert_to_tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> [round(float(a), 3) for a in strategy.compute_weights_from_gram(gram, [1.0, 1.0])]
+    [0.75, 0.75]
+    """
+
+    requires_gradients = True
+    #: Gradients the strategy is designed for: "parameters" (shared parameters).
+    preferred_gradients = "parameters"
+
+    def __init__(self, c=0.4, rescale=1, num_iterations=2000, **kwargs):
+        super().__init__(**kwargs)
+        if not float(c) >= 0.0:
+            raise ValueError(f"`c` must be a non-negative float. Received: c={c}")
+        if rescale not in (0, 1, 2):
+            raise ValueError(f"`rescale` must be 0, 1 or 2. Received: rescale={rescale!r}")
+        self.c = float(c)
+        self.rescale = int(rescale)
+        self.num_iterations = int(num_iterations)
+
+    def compute_weights_from_gram(self, gram, losses):
+        num = self.num_tasks or gram.shape[-1]
+        weights, gram = solvers.conflict_averse_dual(
+            ops.cast(gram, "float32"), self.c, num_iterations=self.num_iterations
+        )
+        radius = self.c * ops.sqrt(ops.maximum(ops.mean(gram), 0.0))
+        norm_squared = ops.maximum(ops.sum(ops.matmul(gram, weights) * weights), 0.0)
+        degenerate = norm_squared < _DEGENERATE_NORM_SQUARED
+        step = ops.where(
+            degenerate, 0.0, radius / ops.sqrt(ops.where(degenerate, 1.0, norm_squared))
+        )
+        coefficients = 1.0 / num + step * weights
+        if self.rescale == 1:
+            coefficients = coefficients / (1.0 + self.c**2)
+        elif self.rescale == 2:
+            coefficients = coefficients / (1.0 + self.c)
+        return coefficients
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "c": self.c,
+            "rescale": self.rescale,
+            "num_iterations": self.num_iterations,
+        }

@@ -1,0 +1,92 @@
+"""Dynamic Weight Average: weights from the rate at which each loss falls."""
+
+import keras
+from keras import ops
+
+from kerasmtl.weighting.base_epoch_weighting import EpochWeighting
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class DWA(EpochWeighting):
+    """Dynamic Weight Average: a task whose loss falls slowly gets a larger weight.
+
+    From Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention",
+    CVPR 2019. The weights of epoch `t` (counting from 0) are
+
+        w_k(t) = K * exp(r_k(t-1) / T) / sum_i exp(r_i(t-1) / T),
+        r_k(t-1) = L_k(t-1) / L_k(t-2),
+
+    where `L_k(t)` is task `k`'s mean loss over epoch `t` and `T` the temperature;
+    `w_k = 1` for the first two epochs. The weights sum to `K`, as in the paper and
+    in LibMTL, so before the first change they equal `Equal`'s.
+
+    The weights change once per epoch: put `kerasmtl.callbacks.LossWeightScheduler`
+    in the `fit` callbacks (it calls `update` with the epoch's task losses, training
+    losses by default as in the paper). Without it the weights stay at 1.
+
+    Deviations from the paper: the ratio is `(L_k(t-1) + epsilon) / (L_k(t-2) +
+    epsilon)`, so a zero loss gives a finite weight (the paper assumes positive
+    losses; a negative loss counts as 0). History is kept per task: an epoch
+    whose loss for task `k` is NaN or Inf is skipped for that task (its ratio is
+    the last one it had, or 1), so one bad epoch cannot make a weight non-finite.
+
+    Args:
+        temperature: the softmax temperature `T` (the paper uses 2). Larger values
+            make the weights more equal.
+        epsilon: added to both losses of the ratio.
+        **kwargs: base layer keyword arguments, such as `name`.
+
+    Example:
+
+    >>> strategy = DWA()
+    >>> strategy.build((2,))
+    >>> strategy.update([1.0, 1.0])
+    >>> strategy.update([0.5, 0.9])  # task 2 falls more slowly: larger weight
+    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights)]
+    [0.9, 1.1]
+    """
+
+    def __init__(self, temperature=2.0, epsilon=1e-8, **kwargs):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"`temperature` must be positive. Received: temperature={temperature}")
+        self.temperature = float(temperature)
+        self.epsilon = float(epsilon)
+
+    def build(self, losses_shape):
+        super().build(losses_shape)
+        self.previous_losses = self.add_weight(
+            shape=(self.num_tasks,),
+            initializer="zeros",
+            trainable=False,
+            name="previous_losses",
+        )
+        self.older_losses = self.add_weight(
+            shape=(self.num_tasks,),
+            initializer="zeros",
+            trainable=False,
+            name="older_losses",
+        )
+        self.epochs_seen = self.add_weight(
+            shape=(self.num_tasks,),
+            initializer="zeros",
+            trainable=False,
+            name="epochs_seen",
+        )
+
+    def update_state(self, losses, finite):
+        older = ops.where(finite, self.previous_losses, self.older_losses)
+        previous = ops.where(finite, losses, self.previous_losses)
+        seen = self.epochs_seen + ops.cast(finite, "float32")
+        self.older_losses.assign(older)
+        self.previous_losses.assign(previous)
+        self.epochs_seen.assign(seen)
+        ratios = ops.where(seen >= 2.0, (previous + self.epsilon) / (older + self.epsilon), 1.0)
+        return self.num_tasks * ops.softmax(ratios / self.temperature)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "epsilon": self.epsilon,
+        }

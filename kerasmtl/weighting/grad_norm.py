@@ -1,0 +1,135 @@
+"""GradNorm: learned loss weights that balance gradient norms and training rates."""
+
+import keras
+from keras import ops
+
+from kerasmtl.weighting import gram_utils
+from kerasmtl.weighting.base_weighting import Weighting
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class GradNorm(Weighting):
+    """GradNorm: adapts the loss weights so that gradient norms follow the training rates.
+
+    From Chen et al., "GradNorm: Gradient Normalization for Adaptive Loss
+    Balancing in Deep Multitask Networks", ICML 2018 (Algorithm 1). With the
+    loss weights `w` (start at 1), the weighted gradient norms
+    `G_i = ||w_i g_i|| = w_i sqrt(G[i, i])`, their mean `G_bar`, the loss ratios
+    `L~_i = L_i / L_i(0)` and the relative inverse training rates
+    `r_i = L~_i / mean_j L~_j`, the GradNorm loss is
+
+        L_grad = sum_i | G_i - G_bar * r_i^alpha |,
+
+    with the target `G_bar * r_i^alpha` held constant. Each step returns the
+    current `w` (the model is updated with `sum_i w_i L_i`), then takes one
+    gradient step on `w` with the analytic gradient
+    `dL_grad / dw_i = sign(G_i - target_i) * ||g_i||`, and renormalises
+    `sum_i w_i = K`.
+
+    Details and deviations:
+
+    - Pre- or post-update weights: the returned weights are the pre-update
+      `w(t)`, as in Algorithm 1 (the model's gradient `grad_W L(t)` uses
+      `w(t)`; `w(t + 1)` is only used at the next step) and as LibMTL.
+    - Gradient norms: the paper takes them w.r.t. the last shared layer's
+      weights (for speed); we use whatever Gram matrix the trainer gives (all
+      shared parameters, or the shared representation).
+    - `L_i(0)` is the task loss of the first call (the first training step);
+      LibMTL uses the first epoch's mean loss and equal weights during that
+      epoch.
+    - `w` is updated by plain gradient descent with its own `learning_rate`
+      (default `0.025`, a common choice in re-implementations; LibMTL has no
+      such setting: it trains softmax logits, `w = K softmax(s)`, with the
+      model's optimizer). Weights that the step would take below
+      `min_weight` are clipped to `min_weight` before the renormalisation (the
+      paper does not say how to keep `w > 0`). The step `learning_rate *
+      ||g_i||` is proportional to the gradient norms, as plain gradient descent on
+      the paper's loss is: scale `learning_rate` with them.
+    - Losses must be positive: a ratio `L~_i` is taken as 1 when `L_i(0) = 0`
+      and clipped at 0 when negative; `r = 1` when every ratio is 0.
+    - A step with a non-finite loss or Gram matrix leaves the state unchanged
+      (so `L(0)` is taken from the first finite step).
+    - `w` is a non-trainable variable changed by `assign` (the model's optimizer
+      never sees it); it is saved with the strategy.
+
+    Args:
+        alpha: asymmetry, the strength of the restoring force toward a common
+            training rate (default 1.5, LibMTL's default).
+        learning_rate: step size of the weight update.
+        min_weight: smallest weight after a step, before renormalisation.
+        **kwargs: base layer keyword arguments, such as `name`.
+
+    Example:
+
+    >>> strategy = GradNorm()
+    >>> strategy.build((2,))
+    >>> gram = keras.ops.convert_to_tensor([[4.0, 0.0], [0.0, 1.0]])
+    >>> weights = strategy.compute_weights_from_gram(gram, keras.ops.ones((2,)))
+    >>> [round(float(w), 3) for w in weights]  # the first step uses w = 1
+    [1.0, 1.0]
+    >>> [round(float(w), 3) for w in strategy.loss_weights.numpy()]
+    [0.962, 1.038]
+    """
+
+    requires_gradients = True
+
+    def __init__(self, alpha=1.5, learning_rate=0.025, min_weight=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        if alpha < 0.0:
+            raise ValueError(f"`alpha` must be >= 0. Received: alpha={alpha}")
+        if learning_rate <= 0.0:
+            raise ValueError(
+                f"`learning_rate` must be > 0. Received: learning_rate={learning_rate}"
+            )
+        if min_weight <= 0.0:
+            raise ValueError(f"`min_weight` must be > 0. Received: min_weight={min_weight}")
+        self.alpha = float(alpha)
+        self.learning_rate = float(learning_rate)
+        self.min_weight = float(min_weight)
+
+    def build(self, losses_shape):
+        super().build(losses_shape)
+        self.loss_weights = self.add_weight(
+            shape=(self.num_tasks,), initializer="ones", trainable=False, name="loss_weights"
+        )
+        self.initial_losses = self.add_weight(
+            shape=(self.num_tasks,), initializer="zeros", trainable=False, name="initial_losses"
+        )
+        self.iterations = self.add_weight(
+            shape=(), initializer="zeros", dtype="int64", trainable=False, name="iterations"
+        )
+
+    def compute_weights_from_gram(self, gram, losses):
+        num_tasks = self.num_tasks
+        gram = gram_utils.symmetric_gram(gram)
+        losses = ops.cast(losses, "float32")
+        initial = ops.where(self.iterations == 0, losses, self.initial_losses)
+        # A copy: returning the variable itself would show the post-update values in eager mode.
+        weights = ops.copy(self.loss_weights)
+        norms = ops.sqrt(gram_utils.squared_norms(gram))
+        weighted_norms = weights * norms
+        mean_norm = ops.mean(weighted_norms)
+        ratios = gram_utils.safe_divide(losses, initial, initial != 0.0)
+        ratios = ops.maximum(ops.where(initial != 0.0, ratios, 1.0), 0.0)
+        mean_ratio = ops.mean(ratios)
+        rates = ops.where(
+            mean_ratio > 0.0, gram_utils.safe_divide(ratios, mean_ratio, mean_ratio > 0.0), 1.0
+        )
+        targets = mean_norm * ops.power(rates, self.alpha)
+        gradient = ops.sign(weighted_norms - targets) * norms
+        updated = ops.maximum(weights - self.learning_rate * gradient, self.min_weight)
+        updated = num_tasks * updated / ops.sum(updated)
+        # A non-finite step (NaN loss or gradient) leaves the state unchanged.
+        finite = gram_utils.all_finite(gram, losses)
+        self.loss_weights.assign(ops.where(finite, updated, weights))
+        self.initial_losses.assign(ops.where(finite, initial, self.initial_losses))
+        self.iterations.assign_add(ops.cast(finite, "int64"))
+        return weights
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "learning_rate": self.learning_rate,
+            "min_weight": self.min_weight,
+        }
