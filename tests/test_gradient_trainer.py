@@ -117,3 +117,63 @@ def test_no_shared_parameters_is_a_clear_error():
     x = [np.ones((4, 2), "float32"), np.ones((4, 2), "float32")]
     with pytest.raises(ValueError, match="needs parameters shared by two or more tasks"):
         model.train_on_batch(x, {"a": np.ones((4, 1)), "b": np.ones((4, 1))})
+
+
+def test_one_sgd_step_with_uncertainty_weighting_equals_numpy_update():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(8, 4))
+    y = {"a": rng.normal(size=(8, 1)), "b": 3.0 * rng.normal(size=(8, 1))}
+    model = _linear_model(seed=3)
+    strategy = kerasmtl.weighting.get("uncertainty")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), weighting=strategy)
+    w = model.get_layer("trunk").kernel.numpy().astype("float64")
+    v = {k: model.get_layer(k).kernel.numpy().astype("float64") for k in "ab"}
+    s = np.array(strategy.log_variances.numpy(), dtype="float64")
+
+    z = x @ w
+    residual = {k: z @ v[k] - y[k] for k in "ab"}
+    loss = {k: np.mean(residual[k] ** 2) for k in "ab"}
+    weight = np.exp(-s)  # total = sum_k exp(-s_k) L_k + s_k (see Uncertainty's docstring)
+    grad_w = sum(wk * x.T @ (2.0 / 8 * residual[k] @ v[k].T) for wk, k in zip(weight, "ab"))
+    expected_w = w - grad_w
+    expected_v = {k: v[k] - wk * z.T @ (2.0 / 8 * residual[k]) for wk, k in zip(weight, "ab")}
+    expected_s = s - (1.0 - weight * np.array([loss["a"], loss["b"]]))
+
+    model.train_on_batch(x.astype("float32"), {k: y[k].astype("float32") for k in "ab"})
+    np.testing.assert_allclose(model.get_layer("trunk").kernel.numpy(), expected_w, rtol=1e-4, atol=1e-6)
+    for k in "ab":
+        np.testing.assert_allclose(model.get_layer(k).kernel.numpy(), expected_v[k], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(strategy.log_variances.numpy(), expected_s, rtol=1e-4, atol=1e-6)
+
+
+def _nan_for_marked_batches(y_true, y_pred):
+    """MSE per sample, NaN (forward only) for a batch that holds the marker label 42."""
+    values = keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+    marked = keras.ops.any(keras.ops.equal(y_true, 42.0))
+    return keras.ops.where(marked, keras.ops.full_like(values, np.nan), values)
+
+
+@pytest.mark.parametrize(
+    "weighting", ["dwa", "famo", "uncertainty", "gls", "learned_softmax", "pcgrad", "imtlg"]
+)
+def test_nan_task_loss_is_left_out_with_one_warning(weighting):
+    keras.utils.set_random_seed(0)
+    trunk = keras.layers.Dense(3, name="trunk")
+    tasks = [Task("a", head=1, loss="mse"), Task("b", head=1, loss=_nan_for_marked_batches)]
+    model = kerasmtl.hard_sharing({"features": (4,)}, trunk, tasks)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=weighting)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = {k: rng.normal(size=(32, 1)).astype("float32") for k in "ab"}
+    y["b"][8] = 42.0  # the second batch of 8: task b's loss is NaN there
+    head_a = model.get_layer("a").kernel.numpy().copy()
+    callbacks = [kerasmtl.callbacks.LossWeightScheduler()]
+    with pytest.warns(UserWarning, match=r"Non-finite task loss.*\{'b': 2\}") as record:
+        history = model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0,
+                            callbacks=callbacks)
+    assert len([w for w in record if "Non-finite task loss" in str(w.message)]) == 1
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weighting.variables)
+    for key in ("loss", "a_loss", "b_loss", "a_weight", "b_weight"):
+        assert np.all(np.isfinite(history.history[key])), key
+    assert not np.allclose(model.get_layer("a").kernel.numpy(), head_a)  # task a trained on

@@ -138,7 +138,7 @@ class FAMO(Weighting):
                 ops.where(finite, 1.0, ops.convert_to_tensor(self.has_previous_loss))
             )
         weights = self._weights(logits, safe, finite)
-        return ops.sum(weights * losses), weights
+        return ops.sum(ops.where(finite, weights * losses, 0.0)), weights
 
     def _weights(self, logits, safe, finite):
         probabilities = ops.softmax(logits)

@@ -48,8 +48,11 @@ class GLS(Weighting):
     def combine(self, losses, training=True):
         del training  # the same total in train and test steps
         losses = ops.cast(losses, "float32")
-        shifted = ops.maximum(losses, 0.0) + self.epsilon
-        total = ops.exp(ops.mean(ops.log(shifted)))
+        finite = ops.isfinite(losses)
+        shifted = ops.maximum(ops.where(finite, losses, 0.0), 0.0) + self.epsilon
+        # The geometric mean of the finite task losses; a non-finite one is left out.
+        count = ops.maximum(ops.sum(ops.cast(finite, "float32")), 1.0)
+        total = ops.exp(ops.sum(ops.where(finite, ops.log(shifted), 0.0)) / count)
         return total, self.compute_weights(losses)
 
     def compute_weights(self, losses):

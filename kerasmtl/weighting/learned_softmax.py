@@ -84,7 +84,7 @@ class LearnedSoftmax(Weighting):
         # `where` selects gradients: with a non-finite loss the logits get none.
         all_finite = ops.all(ops.isfinite(losses))
         guarded = ops.where(all_finite, weights, ops.stop_gradient(weights))
-        total = ops.sum(guarded * losses)
+        total = ops.sum(ops.where(ops.isfinite(losses), guarded * losses, 0.0))
         if self.entropy_weight > 0:
             kl_to_uniform = ops.sum(probabilities * ops.log_softmax(logits)) + math.log(
                 self.num_tasks

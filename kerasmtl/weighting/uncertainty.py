@@ -71,10 +71,9 @@ class Uncertainty(Weighting):
         log_variances = ops.convert_to_tensor(self.log_variances)
         finite = ops.isfinite(losses)
         # `where` selects gradients, so a task with a non-finite loss sends none to
-        # its `s_k`, while the loss itself still reaches the total.
+        # its `s_k`, and its term is left out of the total.
         guarded = ops.where(finite, log_variances, ops.stop_gradient(log_variances))
-        regulariser = ops.where(finite, log_variances, 0.0)
-        total = ops.sum(ops.exp(-guarded) * losses + regulariser)
+        total = ops.sum(ops.where(finite, ops.exp(-guarded) * losses + log_variances, 0.0))
         return total, self.compute_weights(losses)
 
     def get_config(self):
