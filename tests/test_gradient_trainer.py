@@ -140,9 +140,13 @@ def test_one_sgd_step_with_uncertainty_weighting_equals_numpy_update():
     expected_s = s - (1.0 - weight * np.array([loss["a"], loss["b"]]))
 
     model.train_on_batch(x.astype("float32"), {k: y[k].astype("float32") for k in "ab"})
-    np.testing.assert_allclose(model.get_layer("trunk").kernel.numpy(), expected_w, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        model.get_layer("trunk").kernel.numpy(), expected_w, rtol=1e-4, atol=1e-6
+    )
     for k in "ab":
-        np.testing.assert_allclose(model.get_layer(k).kernel.numpy(), expected_v[k], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            model.get_layer(k).kernel.numpy(), expected_v[k], rtol=1e-4, atol=1e-6
+        )
     np.testing.assert_allclose(strategy.log_variances.numpy(), expected_s, rtol=1e-4, atol=1e-6)
 
 
@@ -169,11 +173,32 @@ def test_nan_task_loss_is_left_out_with_one_warning(weighting):
     head_a = model.get_layer("a").kernel.numpy().copy()
     callbacks = [kerasmtl.callbacks.LossWeightScheduler()]
     with pytest.warns(UserWarning, match=r"Non-finite task loss.*\{'b': 2\}") as record:
-        history = model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0,
-                            callbacks=callbacks)
+        history = model.fit(
+            x, y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks
+        )
     assert len([w for w in record if "Non-finite task loss" in str(w.message)]) == 1
     assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
     assert all(np.all(np.isfinite(v.numpy())) for v in model.weighting.variables)
     for key in ("loss", "a_loss", "b_loss", "a_weight", "b_weight"):
         assert np.all(np.isfinite(history.history[key])), key
     assert not np.allclose(model.get_layer("a").kernel.numpy(), head_a)  # task a trained on
+
+
+def test_evaluate_uses_the_last_training_coefficients():
+    model = _linear_model()
+    model.compile(optimizer="sgd", weighting=DiagonalShare())
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y = {k: rng.normal(size=(16, 1)).astype("float32") for k in "ab"}
+    before = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert before["a_weight"] == 1.0 and before["b_weight"] == 1.0  # no training step yet
+    logs = model.train_on_batch(x, y, return_dict=True)
+    after = model.evaluate(x, y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(
+        [after["a_weight"], after["b_weight"]], [logs["a_weight"], logs["b_weight"]], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        after["loss"],
+        after["a_weight"] * after["a_loss"] + after["b_weight"] * after["b_loss"],
+        rtol=1e-5,
+    )

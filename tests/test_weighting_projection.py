@@ -528,7 +528,7 @@ def test_gradnorm_matches_reference_loop(case):
     losses = [start * np.exp(-rng.uniform(0.0, 0.3, size=num_tasks) * t) for t in range(8)]
     # A learning rate of the order of 1 / ||g|| so the weights really move.
     learning_rate = 0.1 / np.linalg.norm(jacobian, axis=1).max()
-    strategy = GradNorm(alpha=1.5, learning_rate=learning_rate)
+    strategy = GradNorm(alpha=1.5, learning_rate=learning_rate, optimizer="sgd")
     used, final = gradnorm_reference(jacobians, losses, 1.5, learning_rate)
     for step, (current, loss) in enumerate(zip(jacobians, losses)):
         weights = _weights(strategy, current, loss)
@@ -544,7 +544,7 @@ def test_gradnorm_matches_reference_loop(case):
 
 def test_gradnorm_returns_pre_update_weights():
     jacobian = HARD_CASES["scale_100x_k3"]
-    strategy = GradNorm(learning_rate=1e-3)
+    strategy = GradNorm(learning_rate=1e-3, optimizer="sgd")
     first = _weights(strategy, jacobian, [1.0, 2.0, 3.0])
     np.testing.assert_array_equal(first, np.ones(3))
     updated = strategy.loss_weights.numpy()
@@ -554,7 +554,7 @@ def test_gradnorm_returns_pre_update_weights():
 
 def test_gradnorm_keeps_weights_positive_with_a_large_step():
     jacobian = HARD_CASES["scale_100x_k3"]
-    strategy = GradNorm(learning_rate=10.0)
+    strategy = GradNorm(learning_rate=10.0, optimizer="sgd")
     for losses in ([1.0, 2.0, 3.0], [0.0, -1.0, 3.0], [0.0, 0.0, 0.0]):
         _weights(strategy, jacobian, losses)
         weights = strategy.loss_weights.numpy()

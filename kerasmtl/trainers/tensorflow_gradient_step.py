@@ -114,6 +114,7 @@ def gradient_train_step(model, data):
     del tape
 
     optimizer.apply_gradients(zip(gradients, variables))
+    strategy.last_coefficients.assign(coefficients)
     total = tf.reduce_sum(coefficients * losses) + extra
     batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
     model._loss_tracker.update_state(total, sample_weight=batch_size)

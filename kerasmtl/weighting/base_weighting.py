@@ -50,9 +50,24 @@ class Weighting(keras.layers.Layer):
                 f"Received: losses_shape={losses_shape}"
             )
         self.num_tasks = int(num_tasks)
+        if self.requires_gradients:
+            # The coefficients of the last training step: evaluation steps have no
+            # gradients, so they weight the task losses with these.
+            self.last_coefficients = self.add_weight(
+                shape=(self.num_tasks,),
+                initializer="ones",
+                trainable=False,
+                name="last_coefficients",
+            )
 
     def compute_weights(self, losses):
-        """Returns the `(num_tasks,)` weight vector for the losses of this step."""
+        """Returns the `(num_tasks,)` weight vector for the losses of this step.
+
+        Gradient-based strategies return the coefficients of the last training
+        step here (used by evaluation steps, which compute no gradients).
+        """
+        if self.requires_gradients:
+            return ops.convert_to_tensor(self.last_coefficients)
         raise NotImplementedError(
             f"{self.__class__.__name__} must implement `compute_weights(losses)`."
         )
