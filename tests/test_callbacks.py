@@ -10,7 +10,7 @@ import pytest
 
 import kerasmtl
 from kerasmtl.callbacks import LossWeightScheduler
-from kerasmtl.weighting import DWA, FAMO, RLW, Equal, Fixed, LossRatio
+from kerasmtl.weighting import DWA, FAMO, RLW, Equal, Fixed, GradNorm, LossRatio, NashMTL
 
 RTOL = 1e-4
 
@@ -212,7 +212,11 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("make", [DWA, FAMO, lambda: RLW(seed=4)], ids=["dwa", "famo", "rlw"])
+@pytest.mark.parametrize(
+    "make",
+    [DWA, FAMO, lambda: RLW(seed=4), lambda: GradNorm(alpha=0.5), lambda: NashMTL()],
+    ids=["dwa", "famo", "rlw", "grad_norm", "nash_mtl"],
+)
 def test_backup_and_restore_resume_equals_uninterrupted_run(make, tmp_path):
     x, y = _data()
     fit_args = dict(epochs=4, batch_size=16, verbose=0, shuffle=False)

@@ -202,3 +202,28 @@ def test_evaluate_uses_the_last_training_coefficients():
         after["a_weight"] * after["a_loss"] + after["b_weight"] * after["b_loss"],
         rtol=1e-5,
     )
+
+
+def test_gradient_strategy_state_changes_without_retracing():
+    model = _linear_model()
+    model.compile(optimizer="adam", weighting="grad_norm")
+    traces, after_first_epoch = [], []
+    original = model.compute_task_loss_list
+
+    def counting(*args, **kwargs):
+        traces.append(1)
+        return original(*args, **kwargs)
+
+    model.compute_task_loss_list = counting
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                after_first_epoch.append(len(traces))
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = {"a": rng.normal(size=(32, 1)).astype("float32"), "b": 10 * rng.normal(size=(32, 1))}
+    history = model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[Record()])
+    assert len(set(np.round(history.history["a_weight"], 6))) > 1  # the weights move
+    assert len(traces) == after_first_epoch[0]
