@@ -18,10 +18,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from kerasmtl.callbacks import LossWeightScheduler  # noqa: E402
 
 import kerasmtl  # noqa: E402
+from kerasmtl.callbacks import LossWeightScheduler  # noqa: E402
 from kerasmtl.data import load_multi_digits_numpy  # noqa: E402
+from kerasmtl.evaluation import (  # noqa: E402
+    format_report,
+    task_report,
+    train_single_task_baselines,
+)
+from kerasmtl.plots import plot_loss_weights  # noqa: E402
 
 TASKS = ("left", "right")
 
@@ -49,55 +55,13 @@ def make_task(name):
     )
 
 
-def train(task_names, x, y, args, weighting=None, callbacks=()):
-    keras.utils.set_random_seed(args.seed)
-    model = kerasmtl.hard_sharing(
-        {"image": x.shape[1:]},
+def build(task_names):
+    return kerasmtl.hard_sharing(
+        {"image": (12, 12, 1)},
         make_trunk(),
         [make_task(name) for name in task_names],
         name="multi_digits" if len(task_names) > 1 else f"single_{task_names[0]}",
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting=weighting)
-    history = model.fit(
-        x,
-        {name: y[name] for name in task_names},
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        callbacks=list(callbacks),
-        verbose=2,
-    )
-    return model, history
-
-
-def delta_m(multi, single, higher_is_better):
-    """Maninis et al., CVPR 2019: mean signed relative change against single-task, in %."""
-    changes = [
-        (1.0 if better else -1.0) * (multi[k] - single[k]) / single[k]
-        for k, better in zip(range(len(multi)), higher_is_better)
-    ]
-    return 100.0 * float(np.mean(changes))
-
-
-def save_weight_plot(history, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'kerasmtl[plots]').")
-        return None
-    figure, axis = plt.subplots(figsize=(5, 3))
-    for name in TASKS:
-        axis.plot(range(1, len(history[f"{name}_weight"]) + 1), history[f"{name}_weight"],
-                  marker="o", label=name)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("loss weight (DWA)")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
 
 
 def main():
@@ -111,34 +75,49 @@ def main():
 
     x_train, y_train = load_multi_digits_numpy("train")
     x_test, y_test = load_multi_digits_numpy("test")
-    print(f"multi_digits: {len(x_train)} train, {len(x_test)} test images of shape "
-          f"{x_train.shape[1:]}; tasks {list(TASKS)}")
+    print(
+        f"multi_digits: {len(x_train)} train, {len(x_test)} test images of shape "
+        f"{x_train.shape[1:]}; tasks {list(TASKS)}"
+    )
 
     print("\n== Multi-task model (hard sharing, DWA weighting) ==")
-    model, history = train(TASKS, x_train, y_train, args, weighting="dwa",
-                           callbacks=[LossWeightScheduler(monitor="loss")])
-    results = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    keras.utils.set_random_seed(args.seed)
+    model = build(TASKS)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting="dwa")
+    history = model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        callbacks=[LossWeightScheduler(monitor="loss")],
+        verbose=2,
+    )
+    multi = task_report(model, x_test, y_test, batch_size=256)
 
-    single = {}
-    for name in TASKS:
-        print(f"\n== Single-task baseline: {name} (same trunk, same budget) ==")
-        baseline, _ = train((name,), x_train, y_train, args)
-        single[name] = baseline.evaluate(
-            x_test, {name: y_test[name]}, verbose=0, return_dict=True
-        )[f"{name}_accuracy"]
+    print("\n== Single-task baselines (same trunk, same budget) ==")
+    single = train_single_task_baselines(
+        build,
+        x_train,
+        y_train,
+        list(TASKS),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=lambda: keras.optimizers.Adam(1e-3),
+        evaluation_data=(x_test, y_test),
+        seed=args.seed,
+        verbose=2,
+    )
 
-    multi = [results[f"{name}_accuracy"] for name in TASKS]
-    base = [single[name] for name in TASKS]
-    print("\n| task | single-task accuracy | multi-task accuracy | test loss | final weight |")
-    print("|---|---|---|---|---|")
-    for name, b, m in zip(TASKS, base, multi):
-        print(f"| {name} | {b:.4f} | {m:.4f} | {results[f'{name}_loss']:.4f} | "
-              f"{history.history[f'{name}_weight'][-1]:.3f} |")
-    print(f"delta-m (accuracy, vs single-task): {delta_m(multi, base, [True, True]):+.2f}%")
-
-    plot = save_weight_plot(history.history, os.path.join(args.out, "loss_weights.png"))
-    if plot:
+    print("\n== Test set ==")
+    print(format_report(multi, single, metrics=["accuracy"]))
+    final = {name: round(history.history[f"{name}_weight"][-1], 3) for name in TASKS}
+    print(f"final DWA loss weights: {final}")
+    plot = os.path.join(args.out, "loss_weights.png")
+    try:
+        plot_loss_weights(history, plot)
         print(f"loss-weight trajectory: {plot}")
+    except ImportError as error:
+        print(f"no plot: {error}")
 
     export_dir = os.path.join(args.out, "serving", "multi_digits", "1")
     model.export(export_dir, format="tf_saved_model", verbose=False)
@@ -148,8 +127,10 @@ def main():
     served = serving(image=tf.constant(x_test[:8]))
     expected = model.predict(x_test[:8], verbose=0)
     error = max(float(np.max(np.abs(served[name].numpy() - expected[name]))) for name in TASKS)
-    print(f"SavedModel for TF Serving: {export_dir} (serving_default outputs "
-          f"{sorted(served)}, max |served - keras| = {error:.2e})")
+    print(
+        f"SavedModel for TF Serving: {export_dir} (serving_default outputs "
+        f"{sorted(served)}, max |served - keras| = {error:.2e})"
+    )
 
 
 if __name__ == "__main__":

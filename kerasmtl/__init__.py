@@ -6,7 +6,7 @@ subpackages `kerasmtl.layers`, `kerasmtl.weighting`, `kerasmtl.models`,
 `kerasmtl.callbacks`.
 """
 
-from kerasmtl import layers, weighting
+from kerasmtl import affinity, evaluation, layers, plots, weighting
 from kerasmtl.hard_sharing import hard_sharing
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.soft_sharing import soft_sharing
@@ -23,10 +23,13 @@ __all__ = [
     "MultiTaskModel",
     "SoftSharingModel",
     "Task",
+    "affinity",
+    "evaluation",
     "hard_sharing",
     "callbacks",
     "layers",
     "models",
+    "plots",
     "soft_sharing",
     "weighting",
 ]
