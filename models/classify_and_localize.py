@@ -5,6 +5,8 @@ import keras
 from kerasmtl.hard_sharing import hard_sharing
 from kerasmtl.task import Task
 
+from .model_utils import check_downsampling, check_filters, check_image_shape, check_positive_int
+
 _POOLINGS = ("flatten", "avg", "max")
 
 
@@ -80,16 +82,16 @@ def classify_and_localize(
     >>> {task: tuple(out.shape) for task, out in model.predict(images, verbose=0).items()}
     {'label': (4, 3), 'box': (4, 4)}
     """
-    input_shape = _check_input_shape(input_shape)
-    _check_positive_int(num_classes, "num_classes")
+    input_shape = check_image_shape(input_shape, "input_shape")
+    check_positive_int(num_classes, "num_classes")
     if dense_units is not None:
-        _check_positive_int(dense_units, "dense_units")
+        check_positive_int(dense_units, "dense_units")
     if pooling not in _POOLINGS:
         raise ValueError(
             f"`pooling` must be one of {list(_POOLINGS)}. Received: pooling={pooling!r}"
         )
     if trunk is None:
-        filters = _check_filters(filters, input_shape)
+        filters = _filters_for(filters, input_shape)
     elif not isinstance(trunk, keras.layers.Layer):
         raise TypeError(
             "`trunk` must be a Keras model or layer that maps the image to features, "
@@ -153,39 +155,7 @@ def _pooling_layer(pooling):
     return keras.layers.GlobalMaxPooling2D(name="global_pool")
 
 
-def _check_positive_int(value, arg_name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{arg_name}` must be a positive integer. Received: {arg_name}={value!r}")
-
-
-def _check_input_shape(input_shape):
-    if (
-        not isinstance(input_shape, (list, tuple))
-        or len(input_shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(
-            "`input_shape` must be a tuple of three positive integers "
-            f"(height, width, channels). Received: input_shape={input_shape!r}"
-        )
-    return tuple(input_shape)
-
-
-def _check_filters(filters, input_shape):
-    if (
-        not isinstance(filters, (list, tuple))
-        or not filters
-        or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters)
-    ):
-        raise ValueError(
-            "`filters` must be a non-empty tuple of positive integers, one per "
-            f"Conv-ReLU-MaxPool block. Received: filters={filters!r}"
-        )
-    smallest = 2 ** len(filters)
-    if min(input_shape[:2]) < smallest:
-        raise ValueError(
-            f"{len(filters)} blocks halve the image {len(filters)} times, so the height "
-            f"and width must be at least {smallest}. Use a larger image or fewer blocks. "
-            f"Received: input_shape={input_shape}, filters={tuple(filters)}"
-        )
-    return tuple(filters)
+def _filters_for(filters, input_shape):
+    filters = check_filters(filters)
+    check_downsampling(filters, input_shape, "input_shape")
+    return filters

@@ -8,6 +8,7 @@ from kerasmtl.task import Task
 
 # Relative: this package is installed as `kerasmtl.models` from `models/`.
 from .detection_loss import DetectionLoss
+from .model_utils import check_filters, check_image_shape, check_positive_int
 
 
 def segment_and_detect(
@@ -92,13 +93,13 @@ def segment_and_detect(
     >>> {task: tuple(out.shape) for task, out in model.predict(images, verbose=0).items()}
     {'segmentation': (2, 16, 16, 3), 'detection': (2, 2, 2, 5)}
     """
-    input_shape = _check_input_shape(input_shape)
+    input_shape = check_image_shape(input_shape, "input_shape")
     for arg_name, value in (
         ("num_classes", num_classes),
         ("grid_size", grid_size),
         ("detection_filters", detection_filters),
     ):
-        _check_positive_int(value, arg_name)
+        check_positive_int(value, arg_name)
     filters = _check_filters(filters, input_shape)
     if (
         isinstance(mask_value, bool)
@@ -172,34 +173,8 @@ def segment_and_detect(
     )
 
 
-def _check_positive_int(value, arg_name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{arg_name}` must be a positive integer. Received: {arg_name}={value!r}")
-
-
-def _check_input_shape(input_shape):
-    if (
-        not isinstance(input_shape, (list, tuple))
-        or len(input_shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(
-            "`input_shape` must be a tuple of three positive integers "
-            f"(height, width, channels). Received: input_shape={input_shape!r}"
-        )
-    return tuple(input_shape)
-
-
 def _check_filters(filters, input_shape):
-    if (
-        not isinstance(filters, (list, tuple))
-        or not filters
-        or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters)
-    ):
-        raise ValueError(
-            "`filters` must be a non-empty tuple of positive integers, one per encoder "
-            f"block. Received: filters={filters!r}"
-        )
+    filters = check_filters(filters, what="encoder block")
     stride = 2 ** len(filters)
     if input_shape[0] % stride or input_shape[1] % stride:
         raise ValueError(
@@ -208,4 +183,4 @@ def _check_filters(filters, input_shape):
             f"{stride}. Pad or resize the images, or change the number of blocks. "
             f"Received: input_shape={input_shape}, filters={tuple(filters)}"
         )
-    return tuple(filters)
+    return filters

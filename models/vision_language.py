@@ -6,6 +6,8 @@ from kerasmtl.layers import ChannelProjection, CrossAttentionFusion
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import Task
 
+from .model_utils import check_downsampling, check_filters, check_image_shape, check_positive_int
+
 
 def vision_language(
     image_shape=(32, 32, 3),
@@ -94,7 +96,7 @@ def vision_language(
     >>> {task: tuple(out.shape) for task, out in model.predict(x, verbose=0).items()}
     {'match': (4, 1), 'label': (4, 3)}
     """
-    image_shape = _check_image_shape(image_shape)
+    image_shape = check_image_shape(image_shape, "image_shape")
     for arg_name, value in (
         ("vocabulary_size", vocabulary_size),
         ("sequence_length", sequence_length),
@@ -104,7 +106,7 @@ def vision_language(
         ("image_grid", image_grid),
         ("dense_units", dense_units),
     ):
-        _check_positive_int(value, arg_name)
+        check_positive_int(value, arg_name)
     if vocabulary_size < 2:
         raise ValueError(
             "`vocabulary_size` must be at least 2: id 0 is padding. "
@@ -116,7 +118,7 @@ def vision_language(
             f"embedding_dim // num_heads dimensions. Received: embedding_dim={embedding_dim}, "
             f"num_heads={num_heads}"
         )
-    filters = _check_filters(filters, image_shape)
+    filters = _filters_for(filters, image_shape)
 
     # === Layers ===
     image = keras.Input(image_shape, name="image")
@@ -176,39 +178,7 @@ def vision_language(
     )
 
 
-def _check_positive_int(value, arg_name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{arg_name}` must be a positive integer. Received: {arg_name}={value!r}")
-
-
-def _check_image_shape(image_shape):
-    if (
-        not isinstance(image_shape, (list, tuple))
-        or len(image_shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in image_shape)
-    ):
-        raise ValueError(
-            "`image_shape` must be a tuple of three positive integers "
-            f"(height, width, channels). Received: image_shape={image_shape!r}"
-        )
-    return tuple(image_shape)
-
-
-def _check_filters(filters, image_shape):
-    if (
-        not isinstance(filters, (list, tuple))
-        or not filters
-        or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters)
-    ):
-        raise ValueError(
-            "`filters` must be a non-empty tuple of positive integers, one per "
-            f"Conv-ReLU-MaxPool block. Received: filters={filters!r}"
-        )
-    smallest = 2 ** len(filters)
-    if min(image_shape[:2]) < smallest:
-        raise ValueError(
-            f"{len(filters)} blocks halve the image {len(filters)} times, so the height "
-            f"and width must be at least {smallest}. Use a larger image or fewer blocks. "
-            f"Received: image_shape={image_shape}, filters={tuple(filters)}"
-        )
-    return tuple(filters)
+def _filters_for(filters, image_shape):
+    filters = check_filters(filters)
+    check_downsampling(filters, image_shape, "image_shape")
+    return filters
