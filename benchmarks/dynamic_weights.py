@@ -16,6 +16,7 @@ import time
 import keras
 import numpy as np
 import workload
+
 from kerasmtl.callbacks import LossWeightScheduler
 
 

@@ -10,8 +10,14 @@ from keras.layers import AdaptiveAveragePooling2D, AdaptiveMaxPooling2D
 from kerasmtl.layers.channel_projection import ChannelProjection
 from kerasmtl.layers.concat_fusion import ConcatFusion
 from kerasmtl.layers.cross_attention_fusion import CrossAttentionFusion
+from kerasmtl.layers.cross_stitch import CrossStitch
+from kerasmtl.layers.dselect_k_gate import DSelectKGate
+from kerasmtl.layers.expert import Expert
+from kerasmtl.layers.expert_mixture import ExpertMixture
+from kerasmtl.layers.gate import Gate
 from kerasmtl.layers.self_attention_fusion import SelfAttentionFusion
 from kerasmtl.layers.spatial_alignment import SpatialAlignment
+from kerasmtl.layers.task_attention import TaskAttention
 
 __all__ = [
     "AdaptiveAveragePooling2D",
@@ -19,6 +25,12 @@ __all__ = [
     "ChannelProjection",
     "ConcatFusion",
     "CrossAttentionFusion",
+    "CrossStitch",
+    "DSelectKGate",
+    "Expert",
+    "ExpertMixture",
+    "Gate",
     "SelfAttentionFusion",
     "SpatialAlignment",
+    "TaskAttention",
 ]

@@ -1,0 +1,102 @@
+"""The shared-bottom multi-task model: one shared network, one tower per task."""
+
+from kerasmtl.layers import Expert
+from kerasmtl.models.architecture_utils import (
+    apply_bottom,
+    check_factory,
+    check_units,
+    make_layer,
+    task_outputs,
+)
+from kerasmtl.models.tabular_inputs import build_inputs
+from kerasmtl.multi_task_model import MultiTaskModel
+from kerasmtl.task import check_tasks
+
+
+def shared_bottom(
+    inputs,
+    tasks,
+    bottom_units=(32,),
+    tower_units=(8,),
+    bottom=None,
+    tower=None,
+    activation="relu",
+    dropout=0.0,
+    embedding_dim=8,
+    name="shared_bottom",
+):
+    """Builds the shared-bottom model: a shared network, then a tower and a head per task.
+
+    Hard parameter sharing (Caruana, "Multitask Learning", Machine Learning
+    1997) in the form used as the baseline of the mixture-of-experts papers
+    (Ma et al., KDD 2018, Fig. 1a): every task reads the output of one shared
+    bottom network; each task then has its own tower (`Dense` layers) and its
+    head (`Task.head`). The bottom is the model's shared representation
+    (layer `"bottom"`), so gradient-based weighting can use
+    `compile(gradients="representation")`.
+
+    Args:
+        inputs: the inputs: a named `keras.Input` or a list of them, or a dict
+            mapping input names to shapes (`{"features": (100,)}`,
+            `{"image": (32, 32, 3)}`) or to tabular feature specifications
+            (`"numeric"`, `("numeric", size)`, `("categorical",
+            vocabulary_size[, embedding_dim])`), e.g.
+            `{"age": "numeric", "city": ("categorical", 50)}`. Several vector
+            features are concatenated; see `kerasmtl.models` for the details.
+        tasks: a list of `kerasmtl.Task`, each with a `head`.
+        bottom_units: tuple of ints, the units of the `Dense` layers of the
+            default bottom (an `Expert` named `"bottom"`).
+        tower_units: tuple of ints, the units of the `Dense` layers of each
+            task's default tower (an `Expert` named `{task}_tower`); `()` for
+            no tower.
+        bottom: optional Keras layer or model that replaces the default
+            bottom, e.g. a convolutional trunk for images. It is renamed
+            `"bottom"` if unbuilt.
+        tower: optional function `tower(layer_name)` returning a new layer
+            per task, replacing the default towers.
+        activation: activation of the default bottom and towers.
+        dropout: float, the dropout rate of the default bottom and towers.
+        embedding_dim: int, the embedding size of categorical features.
+        name: the model name.
+
+    Returns:
+        A `kerasmtl.MultiTaskModel` with one output per task, keyed by task
+        name. A feature map returned by `bottom` is averaged to a vector
+        before the towers.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerasmtl import Task
+    >>> model = shared_bottom(
+    ...     {"age": "numeric", "city": ("categorical", 10)},
+    ...     [Task("income", head=1, loss="mse"), Task("married", head=1, loss="mse")],
+    ...     bottom_units=(16,), tower_units=(4,))
+    >>> model.compile(optimizer="adam")
+    >>> x = {"age": np.random.rand(8, 1), "city": np.random.randint(0, 10, (8, 1))}
+    >>> y = {"income": np.random.rand(8, 1), "married": np.random.rand(8, 1)}
+    >>> history = model.fit(x, y, epochs=1, verbose=0)
+    >>> sorted(model.predict(x, verbose=0))
+    ['income', 'married']
+    """
+    check_tasks(tasks)
+    bottom_units = check_units(bottom_units, "bottom_units", allow_empty=False)
+    tower_units = check_units(tower_units, "tower_units")
+    check_factory(tower, "tower")
+
+    # === Layers ===
+    if bottom is None:
+        bottom = Expert(bottom_units, activation=activation, dropout=dropout, name="bottom")
+    elif hasattr(bottom, "built") and not bottom.built:
+        bottom = make_layer(lambda layer_name: bottom, "bottom", "bottom")
+
+    # === Functional Model ===
+    model_inputs, features = build_inputs(inputs, embedding_dim)
+    shared = apply_bottom(features, bottom)
+    outputs = task_outputs(
+        {task.name: shared for task in tasks}, tasks, tower_units, tower, activation, dropout
+    )
+    representation = getattr(bottom, "name", None)
+    return MultiTaskModel(
+        model_inputs, outputs, tasks, representation=representation, name=name
+    )
