@@ -6,7 +6,7 @@ subpackages `kerasmtl.layers`, `kerasmtl.weighting`, `kerasmtl.models`,
 `kerasmtl.callbacks`.
 """
 
-from kerasmtl import affinity, evaluation, export, layers, plots, weighting
+from kerasmtl import affinity, evaluation, export, layers, plots, tuning, weighting
 from kerasmtl.hard_sharing import hard_sharing
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.soft_sharing import soft_sharing
@@ -32,5 +32,6 @@ __all__ = [
     "models",
     "plots",
     "soft_sharing",
+    "tuning",
     "weighting",
 ]

@@ -377,6 +377,8 @@ class MultiTaskModel(keras.Model):
             skipped = ops.logical_not(ops.isfinite(losses))
         kept = 1.0 - ops.cast(skipped, "float32")
         safe = ops.where(skipped, ops.zeros_like(losses), losses)
+        distributed = _distribution_module()
+        replicas = 1 if distributed is None else distributed.num_replicas_in_sync()
         for index in range(len(self._task_names)):
             self._task_loss_trackers[index].update_state(
                 safe[index], sample_weight=counts[index] * kept[index]
@@ -384,15 +386,36 @@ class MultiTaskModel(keras.Model):
             self._task_weight_trackers[index].update_state(
                 weights[index], sample_weight=kept[index]
             )
-            self._non_finite_trackers[index].update_state(1.0 - kept[index])
+            # Every replica sees the same global-batch losses: count a step once.
+            self._non_finite_trackers[index].update_state((1.0 - kept[index]) / replicas)
+
+    def non_finite_step_counts(self):
+        """Steps of the current epoch in which each task's loss was not finite.
+
+        Returns:
+            A dict `{task: count}`; such steps left the task out (see `fit`).
+        """
+        return {
+            name: int(round(float(tracker.result())))
+            for name, tracker in zip(self._task_names, self._non_finite_trackers)
+        }
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         losses, counts = self.compute_task_losses(y, y_pred, sample_weight)
+        distributed = _distribution_module()
+        if distributed is not None:
+            # Under a distribution strategy: the task losses of the global batch.
+            losses, counts = distributed.global_task_losses(losses, counts)
         total, weights = self.weighting.combine(losses, training=training)
         self.track_task_losses(losses, counts, weights)
         total = total + self.extra_loss()
         if self.losses:
             total = total + ops.cast(ops.sum(self.losses), total.dtype)
+        replicas = 1 if distributed is None else distributed.num_replicas_in_sync()
+        if replicas > 1:
+            # Keras sums the replicas' gradients (and unscales the logged loss):
+            # each replica contributes 1/num_replicas of the global total.
+            total = total / replicas
         return total
 
     def extra_loss(self):
@@ -475,6 +498,15 @@ class MultiTaskModel(keras.Model):
 _NON_FINITE_SUFFIX = "_non_finite_steps"
 
 
+def _distribution_module():
+    """`kerasmtl.trainers.distributed` on the TensorFlow backend, else `None`."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    from kerasmtl.trainers import distributed
+
+    return distributed
+
+
 class _NonFiniteMonitor(keras.callbacks.Callback):
     """Counts, over one `fit`, the steps in which each task's loss was not finite."""
 
@@ -484,9 +516,8 @@ class _NonFiniteMonitor(keras.callbacks.Callback):
         self.counts = {name: 0 for name in model.task_names}
 
     def on_epoch_end(self, epoch, logs=None):
-        model = self._watched.value
-        for name, tracker in zip(model.task_names, model._non_finite_trackers):
-            self.counts[name] += int(round(float(tracker.result())))
+        for name, count in self._watched.value.non_finite_step_counts().items():
+            self.counts[name] += count
 
     def warn(self):
         bad = {name: count for name, count in self.counts.items() if count}

@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from kerasmtl.trainers.distributed import all_reduce_sum, num_replicas_in_sync
+
 REPRESENTATION = "representation"
 
 
@@ -26,24 +28,47 @@ def gradient_train_step(model, data):
     Mixed precision: the task losses are scaled by the optimizer's loss scale
     (`LossScaleOptimizer`) before differentiation and the Gram matrix is unscaled
     before the strategy sees it, so strategies always work on true float32
-    gradients while the optimizer still unscales and skips overflowing steps.
+    gradients while the optimizer still unscales and skips overflowing steps. In
+    a step whose scaled gradients overflow, the strategy is not called (its state
+    is unchanged) and the last coefficients are used and logged.
 
     Non-finite losses: a task whose loss is NaN or infinite in a step is left out
     of that step: its gradient row and Gram entries are zero, the strategy sees its
     loss as 0, its coefficient is forced to 0, and the other tasks train as usual.
     The model counts such steps per task and warns once at the end of `fit`.
+
+    Distribution strategies (`MirroredStrategy`, `MultiWorkerMirroredStrategy`):
+    the losses, task gradients and Gram matrix are those of the GLOBAL batch, so
+    training equals single-device training on that batch. Replica `r` holds
+    `S_kr` (its sum of task k's per-element losses) and `C_kr` (its label count);
+    the task loss is `L_k = sum_r S_kr / C_k` with `C_k = sum_r C_kr`, both
+    all-reduced. Each replica differentiates its share `S_kr / C_k`, whose
+    gradients sum over the replicas to `g_k`: for parameter gradients the `(K, P)`
+    matrix of shares is all-reduced before the Gram matrix is formed; for
+    representation gradients (rows of the global batch are disjoint) the
+    replicas' Gram matrices are summed. Every replica then holds the same Gram
+    matrix and losses, so computes the same coefficients (and the same strategy
+    state), and hands the optimizer `sum_k a_k grad(S_kr / C_k)`, which it sums
+    over the replicas as usual. Terms that every replica computes in full (the
+    extra loss, regularisation) enter divided by the number of replicas.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     strategy = model.weighting
     optimizer = model.optimizer
     num_tasks = len(model.task_names)
+    replicas = num_replicas_in_sync()
+    loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     with tf.GradientTape(persistent=True) as tape:
         if model.gradient_source == REPRESENTATION:
             y_pred, representation = model.representation_model(x, training=True)
         else:
             y_pred = model(x, training=True)
         task_losses, task_counts = model.compute_task_loss_list(y, y_pred, sample_weight)
-        finite = [tf.math.is_finite(loss) for loss in task_losses]
+        if replicas > 1:
+            task_losses, task_counts, global_losses = _replica_shares(task_losses, task_counts)
+        else:
+            global_losses = task_losses
+        finite = [tf.math.is_finite(loss) for loss in global_losses]
         # Each task loss on its own (a slice of a stacked vector would connect every
         # task's variables to every loss), scaled for mixed precision.
         scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), "float32")
@@ -53,16 +78,33 @@ def gradient_train_step(model, data):
         extra = model.extra_loss()
         if model.losses:
             extra = extra + tf.cast(tf.add_n(model.losses), "float32")
-        scaled_extra = extra * scale
+        # Every replica computes the whole extra loss; the optimizer sums their gradients.
+        scaled_extra = extra * (scale / replicas)
     ok = tf.stack(finite)
-    losses = tf.where(ok, tf.stack(task_losses), tf.zeros((num_tasks,)))
+    losses = tf.where(ok, tf.stack(global_losses), tf.zeros((num_tasks,)))
     counts = tf.stack(task_counts)
     variables = model.trainable_variables
 
-    def coefficients_from(matrix):
+    def coefficients_from(matrix, reduce_rows):
         matrix = tf.where(ok[:, None], matrix, tf.zeros_like(matrix))
-        gram = tf.matmul(matrix, matrix, transpose_b=True) / tf.square(scale)
-        coefficients = tf.cast(strategy.compute_weights_from_gram(gram, losses), "float32")
+        if reduce_rows:
+            matrix = all_reduce_sum(matrix)
+            gram = tf.matmul(matrix, matrix, transpose_b=True)
+        else:
+            gram = all_reduce_sum(tf.matmul(matrix, matrix, transpose_b=True))
+        gram = gram / tf.square(scale)
+        if not loss_scaling:
+            coefficients = tf.cast(strategy.compute_weights_from_gram(gram, losses), "float32")
+        else:
+            # An overflow of the scaled gradients (expected now and then with dynamic
+            # loss scaling): the optimizer skips the step and lowers the scale; the
+            # strategy is not called, so its state stays clean, and the step logs the
+            # last coefficients.
+            coefficients = tf.cond(
+                tf.reduce_all(tf.math.is_finite(gram)),
+                lambda: tf.cast(strategy.compute_weights_from_gram(gram, losses), "float32"),
+                lambda: tf.convert_to_tensor(strategy.last_coefficients, "float32"),
+            )
         return tf.stop_gradient(tf.where(ok, coefficients, tf.zeros_like(coefficients)))
 
     if model.gradient_source == REPRESENTATION:
@@ -70,7 +112,11 @@ def gradient_train_step(model, data):
             tape.gradient(scaled_losses[k], representation, unconnected_gradients="zero")
             for k in range(num_tasks)
         ]
-        coefficients = coefficients_from(tf.stack([_flatten([g]) for g in task_gradients]))
+        # Rows of the global batch's representation are split over the replicas:
+        # the global Gram matrix is the sum of the replicas' Gram matrices.
+        coefficients = coefficients_from(
+            tf.stack([_flatten([g]) for g in task_gradients]), reduce_rows=False
+        )
         with tape:
             scaled_total = tf.reduce_sum(coefficients * tf.stack(scaled_losses)) + scaled_extra
         gradients = tape.gradient(scaled_total, variables, unconnected_gradients="zero")
@@ -99,7 +145,7 @@ def gradient_train_step(model, data):
                 for k in range(num_tasks)
             ]
         )
-        coefficients = coefficients_from(matrix)
+        coefficients = coefficients_from(matrix, reduce_rows=True)
         extra_gradients = tape.gradient(scaled_extra, variables)
         gradients = []
         for index, variable in enumerate(variables):
@@ -120,3 +166,19 @@ def gradient_train_step(model, data):
     model._loss_tracker.update_state(total, sample_weight=batch_size)
     model.track_task_losses(losses, counts, coefficients, skipped=tf.logical_not(ok))
     return model.compute_metrics(x, y, y_pred, sample_weight)
+
+
+def _replica_shares(task_losses, task_counts):
+    """Splits the global batch's task losses into this replica's differentiable shares.
+
+    Returns `(shares, counts, losses)`: this replica's `S_kr / C_k` (which sum over
+    the replicas to the global loss `L_k`), the global label counts `C_k` and the
+    global losses `L_k` (no gradient), each a list over the tasks.
+    """
+    counts = tf.cast(tf.stack(task_counts), "float32")
+    sums = [loss * tf.maximum(count, 1.0) for loss, count in zip(task_losses, tf.unstack(counts))]
+    reduced = all_reduce_sum(tf.stop_gradient(tf.stack([tf.stack(sums), counts])))
+    global_counts = tf.maximum(reduced[1], 1.0)
+    shares = [total / global_counts[k] for k, total in enumerate(sums)]
+    losses = reduced[0] / global_counts
+    return shares, tf.unstack(reduced[1]), tf.unstack(losses)

@@ -51,13 +51,16 @@ ALL_OBJECTS = {
 }
 
 
-def _snake_case(name):
-    """`"PCGrad"` -> `"pc_grad"` is not wanted: acronyms stay whole (`"pcgrad"`, `"nash_mtl"`)."""
+def registry_name(name):
+    """The registry's snake-case name of a class name; acronyms stay whole.
+
+    `"DWA"` -> `"dwa"`, `"PCGrad"` -> `"pcgrad"`, `"NashMTL"` -> `"nash_mtl"`.
+    """
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}
-ALL_OBJECTS_DICT.update({_snake_case(cls.__name__): cls for cls in ALL_OBJECTS})
+ALL_OBJECTS_DICT.update({registry_name(cls.__name__): cls for cls in ALL_OBJECTS})
 ALL_OBJECTS_DICT.update({cls.__name__.lower(): cls for cls in ALL_OBJECTS})
 
 
@@ -88,7 +91,7 @@ def get(identifier):
     if isinstance(identifier, str):
         cls = ALL_OBJECTS_DICT.get(identifier) or ALL_OBJECTS_DICT.get(identifier.lower())
         if cls is None:
-            names = sorted({_snake_case(c.__name__) for c in ALL_OBJECTS})
+            names = sorted({registry_name(c.__name__) for c in ALL_OBJECTS})
             raise ValueError(
                 f"Unknown weighting strategy '{identifier}'. Valid names: {names}. "
                 f"Received: identifier={identifier!r}"
