@@ -311,6 +311,10 @@ class MultiTaskModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y)
+        distributed = _distribution_module()
+        if distributed is not None and distributed.is_multi_worker(self.distribute_strategy):
+            # Keras's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+            return distributed.fit_multi_worker_from_fit_arguments(self, x, y, args, kwargs)
         monitor = _NonFiniteMonitor(self)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), monitor]
         history = super().fit(x, y, *args, **kwargs)

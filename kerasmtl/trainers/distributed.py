@@ -76,9 +76,10 @@ def fit_multi_worker(model, dataset, epochs=1, steps_per_epoch=None, callbacks=N
     works on that strategy, so this loop runs the model's own `train_step`
     (Keras's with our `compute_loss`, or the gradient step of gradient-based
     strategies) under `strategy.run`, one global batch per step, and drives the
-    callbacks (`LossWeightScheduler`, `History`, ...) as `fit` does. The
-    test `tests/test_distribute.py` fails once plain `fit` stops failing there:
-    then drop this function and call `model.fit`.
+    callbacks (`LossWeightScheduler`, `History`, ...) as `fit` does.
+    `MultiTaskModel.fit` calls it by itself under that strategy. The test
+    `tests/test_distribute.py` fails once Keras's own `fit` stops failing there:
+    then drop this function and the routing in `MultiTaskModel.fit`.
 
     Build and compile the model inside `strategy.scope()`. Every worker runs
     the same call with the same dataset. The dataset yields `(x, y)` or
@@ -161,3 +162,35 @@ def fit_multi_worker(model, dataset, epochs=1, steps_per_epoch=None, callbacks=N
 def _to_python(logs):
     logs = {key: np.asarray(value) for key, value in logs.items()}
     return {key: float(value) if value.ndim == 0 else value for key, value in logs.items()}
+
+
+def is_multi_worker(strategy):
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` (where Keras's `fit` fails)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+_FIT_ARGUMENTS_SUPPORTED = ("epochs", "steps_per_epoch", "callbacks", "verbose", "shuffle")
+
+
+def fit_multi_worker_from_fit_arguments(model, x, y, args, kwargs):
+    """`MultiTaskModel.fit` under `MultiWorkerMirroredStrategy`: checks, then `fit_multi_worker`."""
+    if y is not None or args or not isinstance(x, tf.data.Dataset):
+        raise ValueError(
+            "Under MultiWorkerMirroredStrategy, MultiTaskModel.fit trains through "
+            "`kerasmtl.trainers.distributed.fit_multi_worker` (Keras's own fit fails there, "
+            "keras-team/keras#20585), which takes a batched tf.data.Dataset of (x, y) global "
+            "batches as `x` and keyword arguments only. "
+            f"Received: x of type {type(x).__name__}, y={'given' if y is not None else None}, "
+            f"{len(args)} positional argument(s) after y"
+        )
+    unsupported = sorted(key for key in kwargs if key not in _FIT_ARGUMENTS_SUPPORTED)
+    if unsupported:
+        raise ValueError(
+            f"Under MultiWorkerMirroredStrategy, MultiTaskModel.fit supports only "
+            f"{list(_FIT_ARGUMENTS_SUPPORTED)} (keras-team/keras#20585 workaround). "
+            f"Received unsupported argument(s): {unsupported}"
+        )
+    kwargs = dict(kwargs)
+    kwargs.pop("shuffle", None)  # the dataset is used in its own order
+    verbose = kwargs.pop("verbose", 0)
+    return fit_multi_worker(model, x, verbose=1 if verbose == "auto" else verbose, **kwargs)

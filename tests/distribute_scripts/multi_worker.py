@@ -50,7 +50,8 @@ def plain_fit(output):
         model = build_model(CASES["mgda"])
     record = {"raised": False}
     try:
-        model.fit(dataset(), epochs=1, shuffle=False, verbose=0)
+        # Keras's own fit (MultiTaskModel.fit routes around it under this strategy).
+        keras.Model.fit(model, dataset(), epochs=1, shuffle=False, verbose=0)
     except Exception as error:  # recorded and judged by the test
         frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
         record = {
@@ -70,7 +71,12 @@ def workaround(output, names):
         case = CASES[name]
         with STRATEGY.scope():
             model = build_model(case)
-        history = fit_multi_worker(model, dataset(), epochs=EPOCHS, callbacks=callbacks_for(case))
+        if name == "dwa":  # through MultiTaskModel.fit, which routes to the workaround
+            history = model.fit(dataset(), epochs=EPOCHS, callbacks=callbacks_for(case))
+        else:
+            history = fit_multi_worker(
+                model, dataset(), epochs=EPOCHS, callbacks=callbacks_for(case)
+            )
         results[name] = {"multi_worker": result_of(model, history.history)}
     if task_index == 0:
         x, y = make_data()
