@@ -8,6 +8,19 @@ their losses and metrics, so `model.compile(optimizer="adam")` is enough:
   detections (`"detection"`, trained with `DetectionLoss`).
 - `vision_language`: image + tokens -> image-text match (`"match"`) + image
   class (`"label"`), fused by cross-attention.
+
+Architectures that route features per task (any list of tasks, dense, tabular or
+image inputs):
+
+- `shared_bottom`: one shared bottom, a tower per task.
+- `mmoe`: multi-gate mixture of experts (Ma et al., KDD 2018).
+- `cgc`, `ple`: customized gate control and progressive layered extraction
+  (Tang et al., RecSys 2020).
+- `cross_stitch`: one column per task, mixed by cross-stitch units
+  (Misra et al., CVPR 2016).
+- `mtan`: task attention over a shared encoder's stages (Liu et al., CVPR 2019).
+- `dselect_k`: experts chosen by DSelect-k gates (Hazimeh et al., NeurIPS 2021).
+- `gate_weights(model, x)`: how each task's gate weights the experts.
 """
 
 from kerasmtl.models.classify_and_localize import classify_and_localize
