@@ -26,6 +26,9 @@ from kerasmtl.evaluation import delta_m, task_report, train_single_task_baseline
 TASKS = ("left", "right")
 
 
+DENSE_UNITS = [128]
+
+
 def build(task_names):
     trunk = keras.Sequential(
         [
@@ -34,7 +37,7 @@ def build(task_names):
             keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
             keras.layers.MaxPooling2D(2),
             keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(DENSE_UNITS[0], activation="relu"),
         ],
         name="trunk",
     )
@@ -55,12 +58,14 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dense-units", type=int, default=128)
     parser.add_argument(
         "--strategies",
         nargs="+",
         default=["equal", "dwa", "uncertainty", "famo", "mgda", "pcgrad", "nash_mtl"],
     )
     args = parser.parse_args()
+    DENSE_UNITS[0] = args.dense_units
     x_train, y_train = load_multi_digits_numpy("train")
     x_test, y_test = load_multi_digits_numpy("test")
     deltas = {name: [] for name in args.strategies}
