@@ -316,7 +316,10 @@ class MultiTaskModel(keras.Model):
             # Keras's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
             return distributed.fit_multi_worker_from_fit_arguments(self, x, y, args, kwargs)
         monitor = _NonFiniteMonitor(self)
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), monitor]
+        if len(args) > 3:  # callbacks given by position (after batch_size, epochs, verbose)
+            args = (*args[:3], [*(args[3] or []), monitor], *args[4:])
+        else:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), monitor]
         history = super().fit(x, y, *args, **kwargs)
         monitor.warn()
         return history

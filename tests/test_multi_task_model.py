@@ -368,3 +368,18 @@ def test_soft_sharing_rejects_towers_that_cannot_be_paired():
         kerasmtl.soft_sharing(
             {"features": (5,)}, lambda name: shared, [Task("a", head=1), Task("b", head=1)]
         )
+
+
+def test_fit_accepts_callbacks_by_position():
+    model = _model()
+    model.compile(optimizer="sgd")
+    x, y = _data(n=16)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(sorted(logs))
+
+    history = model.fit(x, y, 8, 2, 0, [Record()])
+    assert len(seen) == 2 and "a_loss" in seen[0]
+    assert len(history.history["loss"]) == 2
