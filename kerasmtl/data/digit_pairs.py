@@ -129,14 +129,37 @@ def make_digit_pairs(
     (4, 12, 12, 1)
     """
     _check_split(split)
-    if canvas_size < DIGIT_SIZE:
+    images, labels = source if source is not None else load_source_digits()
+    candidates = source_indices(split, labels)
+    return overlay_pairs(
+        images, labels, candidates, split, num_examples, canvas_size, max_shift, seed
+    )
+
+
+def overlay_pairs(images, labels, candidates, split, num_examples, canvas_size, max_shift, seed):
+    """The MultiMNIST overlay shared by `multi_digits` and `multi_mnist`.
+
+    Draws `num_examples` pairs of different source images from `candidates`
+    (indices into `images`), puts the left one at the top-left corner and the
+    right one at the bottom-right corner of a square canvas, each moved inward
+    by a random offset of 0 to `max_shift` pixels per axis, and overlays them
+    with a pixelwise max. Images keep their dtype. The draws come from
+    `np.random.default_rng([seed, stream of split])`, so the same arguments
+    always give the same arrays.
+
+    Returns:
+        A dict of NumPy arrays: `image` `(num_examples, canvas_size, canvas_size, 1)`,
+        `left`, `right` (classes) and `left_index`, `right_index` (source indices).
+    """
+    digit_size = images.shape[1]
+    if canvas_size < digit_size:
         raise ValueError(
-            f"`canvas_size` must be at least {DIGIT_SIZE}, the side of a digit. "
+            f"`canvas_size` must be at least {digit_size}, the side of a digit. "
             f"Received: canvas_size={canvas_size}"
         )
-    if not 0 <= max_shift <= canvas_size - DIGIT_SIZE:
+    if not 0 <= max_shift <= canvas_size - digit_size:
         raise ValueError(
-            "`max_shift` must be between 0 and `canvas_size - 8` so that both "
+            f"`max_shift` must be between 0 and `canvas_size - {digit_size}` so that both "
             f"digits stay on the canvas. Received: max_shift={max_shift}, "
             f"canvas_size={canvas_size}"
         )
@@ -144,8 +167,11 @@ def make_digit_pairs(
         raise ValueError(
             f"`num_examples` must be non-negative. Received: num_examples={num_examples}"
         )
-    images, labels = source if source is not None else load_source_digits()
-    candidates = source_indices(split, labels)
+    if len(candidates) < 2:
+        raise ValueError(
+            f"The {split} split needs at least two source images to make pairs. "
+            f"Received: {len(candidates)} {split} source images"
+        )
     rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
     first = rng.integers(0, len(candidates), size=num_examples)
     # A non-zero step modulo the pool size makes the right digit a different image.
@@ -154,13 +180,13 @@ def make_digit_pairs(
     right_index = candidates[(first + step) % len(candidates)]
     shifts = rng.integers(0, max_shift + 1, size=(num_examples, 4))
 
-    far = canvas_size - DIGIT_SIZE
-    canvas = np.zeros((num_examples, canvas_size, canvas_size), dtype=np.float32)
+    far = canvas_size - digit_size
+    canvas = np.zeros((num_examples, canvas_size, canvas_size), dtype=images.dtype)
     for i in range(num_examples):
         top, left, bottom, right = shifts[i]
-        canvas[i, top : top + DIGIT_SIZE, left : left + DIGIT_SIZE] = images[left_index[i]]
-        rows = slice(far - bottom, far - bottom + DIGIT_SIZE)
-        cols = slice(far - right, far - right + DIGIT_SIZE)
+        canvas[i, top : top + digit_size, left : left + digit_size] = images[left_index[i]]
+        rows = slice(far - bottom, far - bottom + digit_size)
+        cols = slice(far - right, far - right + digit_size)
         canvas[i, rows, cols] = np.maximum(canvas[i, rows, cols], images[right_index[i]])
     return {
         "image": canvas[..., np.newaxis],

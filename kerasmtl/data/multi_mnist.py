@@ -31,6 +31,8 @@ except ImportError as error:
 
 import numpy as np
 
+from kerasmtl.data.digit_pairs import overlay_pairs
+
 DIGIT_SIZE = 28
 NUM_CLASSES = 10
 SPLITS = ("train", "test")
@@ -39,7 +41,6 @@ SOURCE_ENV = "KERASMTL_MNIST_PKL"
 _WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 _PACKAGE = "mnist"
 # Offsets that make the per-split pair streams independent of each other.
-_SPLIT_STREAM = {"train": 0, "test": 1}
 
 _CITATION = """\
 @inproceedings{sabour2017dynamic,
@@ -315,51 +316,11 @@ def make_mnist_pairs(split, num_examples, source, canvas_size=36, max_shift=2, s
         source images).
     """
     _check_split(split)
-    if canvas_size < DIGIT_SIZE:
-        raise ValueError(
-            f"`canvas_size` must be at least {DIGIT_SIZE}, the side of a digit. "
-            f"Received: canvas_size={canvas_size}"
-        )
-    if not 0 <= max_shift <= canvas_size - DIGIT_SIZE:
-        raise ValueError(
-            "`max_shift` must be between 0 and `canvas_size - 28` so that both "
-            f"digits stay on the canvas. Received: max_shift={max_shift}, "
-            f"canvas_size={canvas_size}"
-        )
-    if num_examples < 0:
-        raise ValueError(
-            f"`num_examples` must be non-negative. Received: num_examples={num_examples}"
-        )
     images, labels, num_train = source
     candidates = source_indices(split, len(labels), num_train)
-    if len(candidates) < 2:
-        raise ValueError(
-            f"The {split} split needs at least two source images to make pairs. "
-            f"Received: {len(candidates)} {split} source images"
-        )
-    rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
-    first = rng.integers(0, len(candidates), size=num_examples)
-    # A non-zero step modulo the pool size makes the right digit a different image.
-    step = rng.integers(1, len(candidates), size=num_examples)
-    left_index = candidates[first]
-    right_index = candidates[(first + step) % len(candidates)]
-    shifts = rng.integers(0, max_shift + 1, size=(num_examples, 4))
-
-    far = canvas_size - DIGIT_SIZE
-    canvas = np.zeros((num_examples, canvas_size, canvas_size), dtype=np.uint8)
-    for i in range(num_examples):
-        top, left, bottom, right = shifts[i]
-        canvas[i, top : top + DIGIT_SIZE, left : left + DIGIT_SIZE] = images[left_index[i]]
-        rows = slice(far - bottom, far - bottom + DIGIT_SIZE)
-        cols = slice(far - right, far - right + DIGIT_SIZE)
-        canvas[i, rows, cols] = np.maximum(canvas[i, rows, cols], images[right_index[i]])
-    return {
-        "image": canvas[..., np.newaxis],
-        "left": labels[left_index],
-        "right": labels[right_index],
-        "left_index": left_index,
-        "right_index": right_index,
-    }
+    return overlay_pairs(
+        images, labels, candidates, split, num_examples, canvas_size, max_shift, seed
+    )
 
 
 @dataclasses.dataclass
