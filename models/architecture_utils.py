@@ -1,8 +1,10 @@
-"""Pieces shared by the multi-task architecture builders (not public API)."""
+"""Pieces shared by the model builders: argument checks, experts, towers (not public API)."""
 
 import keras
 
-from kerasmtl.layers import Expert
+from kerasmtl.layers import Expert, ExpertMixture
+from kerasmtl.models.tabular_inputs import build_inputs
+from kerasmtl.multi_task_model import MultiTaskModel
 
 
 def check_positive_int(value, name):
@@ -17,6 +19,45 @@ def check_non_negative_int(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"`{name}` must be a non-negative integer. Received: {name}={value!r}")
     return value
+
+
+def check_image_shape(shape, arg_name):
+    """Returns `shape` as a tuple of three positive ints (height, width, channels)."""
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) != 3
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
+        raise ValueError(
+            f"`{arg_name}` must be a tuple of three positive integers "
+            f"(height, width, channels). Received: {arg_name}={shape!r}"
+        )
+    return tuple(shape)
+
+
+def check_filters(filters, what="Conv-ReLU-MaxPool block"):
+    """Returns `filters` as a non-empty tuple of positive ints, one per block."""
+    if (
+        not isinstance(filters, (list, tuple))
+        or not filters
+        or not all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters)
+    ):
+        raise ValueError(
+            "`filters` must be a non-empty tuple of positive integers, one per "
+            f"{what}. Received: filters={filters!r}"
+        )
+    return tuple(filters)
+
+
+def check_downsampling(filters, shape, arg_name):
+    """Raises unless an image of `shape` survives one halving per block."""
+    smallest = 2 ** len(filters)
+    if min(shape[:2]) < smallest:
+        raise ValueError(
+            f"{len(filters)} blocks halve the image {len(filters)} times, so the height "
+            f"and width must be at least {smallest}. Use a larger image or fewer blocks. "
+            f"Received: {arg_name}={shape}, filters={tuple(filters)}"
+        )
 
 
 def check_units(units, name, allow_empty=True):
@@ -37,9 +78,7 @@ def check_units(units, name, allow_empty=True):
 
 def check_factory(factory, name):
     """Raises a `TypeError` unless `factory` is `None` or a function returning layers."""
-    if factory is not None and (
-        not callable(factory) or isinstance(factory, keras.layers.Layer)
-    ):
+    if factory is not None and (not callable(factory) or isinstance(factory, keras.layers.Layer)):
         raise TypeError(
             f"`{name}` must be a function `{name}(layer_name)` that returns a new, unbuilt "
             f"Keras layer or model each time it is called. Received: {name}={factory!r}"
@@ -110,3 +149,41 @@ def task_outputs(features_by_task, tasks, tower_units, tower, activation, dropou
             )(x)
         outputs[task.name] = task.build_head()(x)
     return outputs
+
+
+def gated_mixture_model(
+    inputs,
+    tasks,
+    num_experts,
+    make_gate,
+    expert_units,
+    tower_units,
+    expert,
+    bottom,
+    tower,
+    activation,
+    dropout,
+    embedding_dim,
+    name,
+):
+    """Shared experts `expert_{i}`, a gate and a mixture per task, then towers.
+
+    The architecture of MMoE and DSelect-k; `make_gate(layer_name)` returns the
+    task's gate layer (named `{task}_gate`, read by `gate_weights`).
+    """
+    model_inputs, features = build_inputs(inputs, embedding_dim)
+    features = apply_bottom(features, bottom)
+    experts = make_experts(
+        features,
+        [f"expert_{index}" for index in range(num_experts)],
+        expert,
+        expert_units,
+        activation,
+        dropout,
+    )
+    mixed = {}
+    for task in tasks:
+        gates = make_gate(f"{task.name}_gate")(features)
+        mixed[task.name] = ExpertMixture(name=f"{task.name}_mixture")(experts, gates)
+    outputs = task_outputs(mixed, tasks, tower_units, tower, activation, dropout)
+    return MultiTaskModel(model_inputs, outputs, tasks, name=name)

@@ -5,7 +5,12 @@ import keras
 from kerasmtl.hard_sharing import hard_sharing
 from kerasmtl.task import Task
 
-from .model_utils import check_downsampling, check_filters, check_image_shape, check_positive_int
+from .architecture_utils import (
+    check_downsampling,
+    check_filters,
+    check_image_shape,
+    check_positive_int,
+)
 
 _POOLINGS = ("flatten", "avg", "max")
 

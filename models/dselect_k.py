@@ -1,16 +1,12 @@
 """Mixture of experts with DSelect-k gates."""
 
-from kerasmtl.layers import DSelectKGate, ExpertMixture
+from kerasmtl.layers import DSelectKGate
 from kerasmtl.models.architecture_utils import (
-    apply_bottom,
     check_factory,
     check_positive_int,
     check_units,
-    make_experts,
-    task_outputs,
+    gated_mixture_model,
 )
-from kerasmtl.models.tabular_inputs import build_inputs
-from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import check_tasks
 
 
@@ -96,26 +92,25 @@ def dselect_k(
     check_factory(tower, "tower")
 
     # === Functional Model ===
-    model_inputs, features = build_inputs(inputs, embedding_dim)
-    features = apply_bottom(features, bottom)
-    experts = make_experts(
-        features,
-        [f"expert_{index}" for index in range(num_experts)],
-        expert,
-        expert_units,
-        activation,
-        dropout,
-    )
-    mixed = {}
-    for task in tasks:
-        gates = DSelectKGate(
+    return gated_mixture_model(
+        inputs,
+        tasks,
+        num_experts,
+        lambda gate_name: DSelectKGate(
             num_experts,
             k,
             gamma=gamma,
             entropy_regularization=entropy_regularization,
             per_example=per_example,
-            name=f"{task.name}_gate",
-        )(features)
-        mixed[task.name] = ExpertMixture(name=f"{task.name}_mixture")(experts, gates)
-    outputs = task_outputs(mixed, tasks, tower_units, tower, activation, dropout)
-    return MultiTaskModel(model_inputs, outputs, tasks, name=name)
+            name=gate_name,
+        ),
+        expert_units,
+        tower_units,
+        expert,
+        bottom,
+        tower,
+        activation,
+        dropout,
+        embedding_dim,
+        name,
+    )

@@ -44,11 +44,7 @@ def gate_weights(model, x, batch_size=None):
             f"Received: model={model!r}"
         )
     layers = {layer.name: layer for layer in model.layers}
-    missing = [
-        name
-        for name in task_names
-        if not isinstance(layers.get(f"{name}_gate"), BaseGate)
-    ]
+    missing = [name for name in task_names if not isinstance(layers.get(f"{name}_gate"), BaseGate)]
     if missing:
         gates = sorted(name for name, layer in layers.items() if isinstance(layer, BaseGate))
         raise ValueError(
@@ -57,7 +53,5 @@ def gate_weights(model, x, batch_size=None):
             f"Gate layers of this model: {gates}. Received: model={model.name}"
         )
     # Built per call and not kept: the probe shares the model's layers and weights.
-    probe = keras.Model(
-        model.input, {name: layers[f"{name}_gate"].output for name in task_names}
-    )
+    probe = keras.Model(model.input, {name: layers[f"{name}_gate"].output for name in task_names})
     return probe.predict(x, batch_size=batch_size, verbose=0)

@@ -1,16 +1,12 @@
 """The Multi-gate Mixture-of-Experts (MMoE) model."""
 
-from kerasmtl.layers import ExpertMixture, Gate
+from kerasmtl.layers import Gate
 from kerasmtl.models.architecture_utils import (
-    apply_bottom,
     check_factory,
     check_positive_int,
     check_units,
-    make_experts,
-    task_outputs,
+    gated_mixture_model,
 )
-from kerasmtl.models.tabular_inputs import build_inputs
-from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import check_tasks
 
 
@@ -95,21 +91,20 @@ def mmoe(
     check_factory(tower, "tower")
 
     # === Functional Model ===
-    model_inputs, features = build_inputs(inputs, embedding_dim)
-    features = apply_bottom(features, bottom)
-    experts = make_experts(
-        features,
-        [f"expert_{index}" for index in range(num_experts)],
-        expert,
+    return gated_mixture_model(
+        inputs,
+        tasks,
+        num_experts,
+        lambda gate_name: Gate(
+            num_experts, units=gate_units, activation=activation, name=gate_name
+        ),
         expert_units,
+        tower_units,
+        expert,
+        bottom,
+        tower,
         activation,
         dropout,
+        embedding_dim,
+        name,
     )
-    mixed = {}
-    for task in tasks:
-        gates = Gate(
-            num_experts, units=gate_units, activation=activation, name=f"{task.name}_gate"
-        )(features)
-        mixed[task.name] = ExpertMixture(name=f"{task.name}_mixture")(experts, gates)
-    outputs = task_outputs(mixed, tasks, tower_units, tower, activation, dropout)
-    return MultiTaskModel(model_inputs, outputs, tasks, name=name)

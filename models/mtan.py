@@ -99,7 +99,10 @@ def mtan(
         if index > 1:
             x = keras.layers.MaxPooling2D(2, name=f"encoder_pool_{index}")(x)
         x = keras.layers.Conv2D(
-            stage_filters, 3, padding="same", activation=activation,
+            stage_filters,
+            3,
+            padding="same",
+            activation=activation,
             name=f"encoder_stage_{index}",
         )(x)
         stages.append(x)
@@ -110,12 +113,15 @@ def mtan(
         for index, (stage, stage_filters) in enumerate(zip(stages, filters), start=1):
             if previous is not None:
                 previous = keras.layers.Conv2D(
-                    stage_filters, 3, padding="same", activation=activation,
+                    stage_filters,
+                    3,
+                    padding="same",
+                    activation=activation,
                     name=f"{task.name}_stage_{index}_conv",
                 )(previous)
-                previous = keras.layers.MaxPooling2D(
-                    2, name=f"{task.name}_stage_{index}_pool"
-                )(previous)
+                previous = keras.layers.MaxPooling2D(2, name=f"{task.name}_stage_{index}_pool")(
+                    previous
+                )
             attention = TaskAttention(
                 hidden_filters=attention_filters, name=f"{task.name}_attention_{index}"
             )

@@ -144,9 +144,7 @@ def ple(
         }
         if not last:
             every_expert = [out for task in tasks for out in task_experts[task.name]]
-            shared_input = mix(
-                f"level{level}_shared", shared_input, every_expert + shared_experts
-            )
+            shared_input = mix(f"level{level}_shared", shared_input, every_expert + shared_experts)
         task_inputs = next_task_inputs
     outputs = task_outputs(task_inputs, tasks, tower_units, tower, activation, dropout)
     return MultiTaskModel(model_inputs, outputs, tasks, name=name)

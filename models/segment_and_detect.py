@@ -6,9 +6,10 @@ from kerasmtl.layers import ChannelProjection
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import Task
 
+from .architecture_utils import check_filters, check_image_shape, check_positive_int
+
 # Relative: this package is installed as `kerasmtl.models` from `models/`.
 from .detection_loss import DetectionLoss
-from .model_utils import check_filters, check_image_shape, check_positive_int
 
 
 def segment_and_detect(

@@ -97,6 +97,4 @@ def shared_bottom(
         {task.name: shared for task in tasks}, tasks, tower_units, tower, activation, dropout
     )
     representation = getattr(bottom, "name", None)
-    return MultiTaskModel(
-        model_inputs, outputs, tasks, representation=representation, name=name
-    )
+    return MultiTaskModel(model_inputs, outputs, tasks, representation=representation, name=name)

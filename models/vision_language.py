@@ -6,7 +6,12 @@ from kerasmtl.layers import ChannelProjection, CrossAttentionFusion
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import Task
 
-from .model_utils import check_downsampling, check_filters, check_image_shape, check_positive_int
+from .architecture_utils import (
+    check_downsampling,
+    check_filters,
+    check_image_shape,
+    check_positive_int,
+)
 
 
 def vision_language(
