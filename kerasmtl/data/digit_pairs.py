@@ -51,7 +51,8 @@ def load_source_digits():
     return images, labels
 
 
-def _check_split(split):
+def check_split(split):
+    """Raises a clear error unless `split` is "train" or "test"."""
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {list(SPLITS)}. Received: split={split!r}")
 
@@ -71,7 +72,7 @@ def source_indices(split, labels=None):
     Returns:
         A sorted int64 array of indices into `load_source_digits()`.
     """
-    _check_split(split)
+    check_split(split)
     if labels is None:
         _, labels = load_source_digits()
     rng = np.random.default_rng(_SOURCE_SPLIT_SEED)
@@ -128,7 +129,7 @@ def make_digit_pairs(
     >>> pairs["image"].shape
     (4, 12, 12, 1)
     """
-    _check_split(split)
+    check_split(split)
     images, labels = source if source is not None else load_source_digits()
     candidates = source_indices(split, labels)
     return overlay_pairs(

