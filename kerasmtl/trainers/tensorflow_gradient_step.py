@@ -8,8 +8,15 @@ from kerasmtl.trainers.distributed import all_reduce_sum, num_replicas_in_sync
 REPRESENTATION = "representation"
 
 
-def _flatten(gradients):
-    return tf.concat([tf.reshape(tf.cast(g, "float32"), [-1]) for g in gradients], axis=0)
+def _rows(gradients):
+    """The `(K, n)` float32 matrix whose row k is `gradients[k]` flattened."""
+    return tf.stack([tf.reshape(tf.cast(g, "float32"), [-1]) for g in gradients])
+
+
+def _gram(gradients):
+    """The `(K, K)` Gram matrix of K same-shaped gradient tensors."""
+    rows = _rows(gradients)
+    return tf.matmul(rows, rows, transpose_b=True)
 
 
 def gradient_train_step(model, data):
@@ -85,14 +92,9 @@ def gradient_train_step(model, data):
     counts = tf.stack(task_counts)
     variables = model.trainable_variables
 
-    def coefficients_from(matrix, reduce_rows):
-        matrix = tf.where(ok[:, None], matrix, tf.zeros_like(matrix))
-        if reduce_rows:
-            matrix = all_reduce_sum(matrix)
-            gram = tf.matmul(matrix, matrix, transpose_b=True)
-        else:
-            gram = all_reduce_sum(tf.matmul(matrix, matrix, transpose_b=True))
-        gram = gram / tf.square(scale)
+    def coefficients_from(gram):
+        # A left-out task's row and column are zero, whatever its gradient holds.
+        gram = tf.where(ok[:, None] & ok[None, :], gram, tf.zeros_like(gram)) / tf.square(scale)
         if not loss_scaling:
             coefficients = tf.cast(strategy.compute_weights_from_gram(gram, losses), "float32")
         else:
@@ -114,9 +116,7 @@ def gradient_train_step(model, data):
         ]
         # Rows of the global batch's representation are split over the replicas:
         # the global Gram matrix is the sum of the replicas' Gram matrices.
-        coefficients = coefficients_from(
-            tf.stack([_flatten([g]) for g in task_gradients]), reduce_rows=False
-        )
+        coefficients = coefficients_from(all_reduce_sum(_gram(task_gradients)))
         with tape:
             scaled_total = tf.reduce_sum(coefficients * tf.stack(scaled_losses)) + scaled_extra
         gradients = tape.gradient(scaled_total, variables, unconnected_gradients="zero")
@@ -134,23 +134,31 @@ def gradient_train_step(model, data):
                 f"tasks, and this model has none. Tasks: {model.task_names}. "
                 f"Received: weighting={strategy.name}"
             )
-        matrix = tf.stack(
+        blocks = [
             [
-                _flatten(
-                    [
-                        tf.zeros_like(variables[i]) if per_task[k][i] is None else per_task[k][i]
-                        for i in shared
-                    ]
-                )
+                tf.zeros_like(variables[i]) if per_task[k][i] is None else per_task[k][i]
                 for k in range(num_tasks)
             ]
-        )
-        coefficients = coefficients_from(matrix, reduce_rows=True)
+            for i in shared
+        ]
+        if replicas > 1:
+            # Each replica holds its shares of the task gradients: sum the (K, P)
+            # matrices over the replicas, then form the Gram matrix.
+            matrix = all_reduce_sum(
+                tf.concat([_rows(block) for block in blocks], axis=1)
+            )
+            gram = tf.matmul(matrix, matrix, transpose_b=True)
+        else:
+            # Block by block, so the (K, P) gradient matrix is never assembled.
+            gram = tf.add_n([_gram(block) for block in blocks])
+        coefficients = coefficients_from(gram)
         extra_gradients = tape.gradient(scaled_extra, variables)
         gradients = []
         for index, variable in enumerate(variables):
+            # `multiply_no_nan`: a left-out task (coefficient 0) adds exact zeros, even
+            # where its gradient is NaN or infinite.
             terms = [
-                tf.where(ok[k], tf.cast(coefficients[k], g.dtype) * g, tf.zeros_like(g))
+                tf.math.multiply_no_nan(g, tf.cast(coefficients[k], g.dtype))
                 for k, g in ((k, per_task[k][index]) for k in range(num_tasks))
                 if g is not None
             ]

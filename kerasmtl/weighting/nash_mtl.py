@@ -23,9 +23,9 @@ class NashMTL(Weighting):
     Deviations, all documented:
 
     - Solver: LibMTL runs up to 20 convex-concave iterations, each a cvxpy/ECOS
-      problem on the host. Here `G a = 1 / a` is solved in the graph by
-      `num_iterations` damped Newton steps on the self-concordant function
-      `0.5 a^T G a - sum log a`, started from the better (after optimal
+      problem on the host. Here `G a = 1 / a` is solved in the graph by at
+      most `num_iterations` damped Newton steps (fewer once converged) on the
+      self-concordant function `0.5 a^T G a - sum log a`, started from the better (after optimal
       rescaling) of the previous weights and `a_k = 1 / ||g_k||` (see
       `kerasmtl.weighting.solvers.nash_bargaining`).
     - Ill-posed inputs: a positive solution exists only when 0 is not in the
@@ -53,7 +53,8 @@ class NashMTL(Weighting):
         max_norm: clip the norm of the update to this value; 0 disables it
             (default 1.0, as LibMTL).
         reg_eps: relative ridge: `reg_eps * G[k, k]` is added to each diagonal entry.
-        num_iterations: damped Newton steps per update.
+        num_iterations: the most damped Newton steps per update (the solver
+            stops earlier once converged, usually after a few from a warm start).
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:
