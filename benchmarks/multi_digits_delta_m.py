@@ -5,8 +5,14 @@ optimizer), then one two-task hard-sharing model per weighting strategy; delta-m
 (Maninis et al., CVPR 2019) on test accuracy against that seed's baselines. Prints a
 table of mean and standard deviation over seeds, and each strategy's per-seed values.
 
-    python benchmarks/multi_digits_delta_m.py [--seeds 0 1 2] [--epochs 8]
+    python benchmarks/multi_digits_delta_m.py [--seeds 0 1 2] [--epochs 20]
+        [--dense-units 0] [--head-units 128]
         [--strategies equal dwa uncertainty famo mgda pcgrad nash_mtl]
+
+The default network is the usual MultiMNIST hard sharing: the convolutions are shared
+(`--dense-units 0`: no Dense layer in the trunk) and each task has its own hidden layer
+(`--head-units 128`). `--dense-units 128 --head-units 0` shares the Dense layer too, with
+linear heads.
 """
 
 import argparse
@@ -26,25 +32,36 @@ from kerasmtl.evaluation import delta_m, task_report, train_single_task_baseline
 TASKS = ("left", "right")
 
 
-DENSE_UNITS = [128]
+# Set from the command line: units of the trunk's last Dense layer (0: none, the trunk
+# ends at the flattened convolution features) and of each head's hidden layer (0: the
+# head is one linear Dense layer).
+SIZES = {"dense_units": 0, "head_units": 128}
+
+
+def head(name):
+    if not SIZES["head_units"]:
+        return 10
+    return keras.Sequential(
+        [keras.layers.Dense(SIZES["head_units"], activation="relu"), keras.layers.Dense(10)],
+        name=name,
+    )
 
 
 def build(task_names):
-    trunk = keras.Sequential(
-        [
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(DENSE_UNITS[0], activation="relu"),
-        ],
-        name="trunk",
-    )
+    layers = [
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+    ]
+    if SIZES["dense_units"]:
+        layers.append(keras.layers.Dense(SIZES["dense_units"], activation="relu"))
+    trunk = keras.Sequential(layers, name="trunk")
     tasks = [
         kerasmtl.Task(
             name,
-            head=10,
+            head=head(name),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
@@ -56,16 +73,17 @@ def build(task_names):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dense-units", type=int, default=128)
+    parser.add_argument("--dense-units", type=int, default=0)
+    parser.add_argument("--head-units", type=int, default=128)
     parser.add_argument(
         "--strategies",
         nargs="+",
         default=["equal", "dwa", "uncertainty", "famo", "mgda", "pcgrad", "nash_mtl"],
     )
     args = parser.parse_args()
-    DENSE_UNITS[0] = args.dense_units
+    SIZES.update(dense_units=args.dense_units, head_units=args.head_units)
     x_train, y_train = load_multi_digits_numpy("train")
     x_test, y_test = load_multi_digits_numpy("test")
     deltas = {name: [] for name in args.strategies}

@@ -94,8 +94,11 @@ def main():
                 continue
             cls = weighting.get(name).__class__
             sources = [None]
+            preferred = getattr(cls, "preferred_gradients", "parameters")
             if cls.requires_gradients and cls.supports_representation_gradients:
-                sources.append("representation")
+                # `None` is the strategy's preferred source; time the other one too.
+                if preferred != "representation":
+                    sources.append("representation")
             for source in sources:
                 model = workload.multi_task_model(num_tasks)
                 try:

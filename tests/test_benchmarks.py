@@ -1,0 +1,94 @@
+"""The benchmark scripts and examples run, with tiny budgets, and print their tables.
+
+Their figures are recorded in benchmarks/README.md from full runs; these tests only keep
+the scripts working (no timing is asserted here).
+"""
+
+import math
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, *args, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _table_rows(output, first_cell):
+    """The cells of the table rows (not rules) whose first cell starts with `first_cell`."""
+    rows = []
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        is_rule = cells[0].startswith("---")
+        if line.startswith("|") and not is_rule and cells[0].startswith(first_cell):
+            rows.append(cells)
+    return rows
+
+
+def test_strategy_step_time_prints_ratios():
+    output = _run(
+        "strategy_step_time.py",
+        *("--tasks", "2", "--steps", "2", "--repeats", "1", "--only", "mgda", "dwa"),
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    labels = [row[0] for row in _table_rows(output, "")]
+    assert "MGDA (parameters)" in labels and "MGDA (representation)" in labels, output
+    assert "DWA" in labels, output
+    for row in _table_rows(output, "MGDA"):
+        assert math.isfinite(float(row[2])) and float(row[2]) > 0.0, output
+
+
+def test_parameter_gradient_routes_prints_ratios():
+    output = _run(
+        "parameter_gradient_routes.py",
+        *("--tasks", "2", "--steps", "2", "--repeats", "1"),
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    routes = {row[0]: float(row[2]) for row in _table_rows(output, "") if row[0] != "route"}
+    assert set(routes) >= {"one backward", "K backward passes", "pfor jacobian"}, output
+    assert routes["one backward"] == 1.0
+
+
+def test_dynamic_weights_prints_ratios():
+    output = _run(
+        "dynamic_weights.py",
+        *("--epochs", "2", "--repeats", "1", "--samples", "256"),
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    assert _table_rows(output, "dynamic") and _table_rows(output, "recompile"), output
+
+
+def test_multi_digits_delta_m_prints_a_table():
+    output = _run(
+        "multi_digits_delta_m.py",
+        *("--seeds", "0", "--epochs", "1", "--strategies", "equal", "pcgrad"),
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    for name in ("equal", "pcgrad"):
+        (row,) = _table_rows(output, name)
+        assert re.fullmatch(r"[+-]\d+\.\d\d ± \d+\.\d\d", row[3]), output
+
+
+def test_main_job_runs_end_to_end(tmp_path):
+    output = _run(
+        os.path.join(ROOT, "examples", "main.py"),
+        *("--epochs", "1", "--out", str(tmp_path)),
+        cwd=str(tmp_path),
+    )
+    assert "delta-m vs single-task:" in output, output
+    assert os.path.exists(tmp_path / "loss_weights.png")
+    assert os.path.exists(tmp_path / "serving" / "multi_digits" / "1" / "saved_model.pb")
+    assert "checked in a fresh process" in output
