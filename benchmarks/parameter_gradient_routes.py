@@ -8,6 +8,11 @@ optimizer or metrics, each traced once in a `tf.function`:
 - `K backward passes`: what kerasmtl's parameter route does: one persistent tape, one
   backward pass per task loss, then the Gram matrix and the combined update;
 - `pfor jacobian`: the K passes vectorised by `tape.jacobian` (TensorFlow's pfor);
+- `layer-wise`: hand-written for this trunk (TorchJD's autogram idea): the trunk run layer by
+  layer, K backward passes to each Conv2D/Dense pre-activation only (no weight gradients),
+  then the convolution filter gradients of all K tasks in one folded Conv2DBackpropFilter and
+  the Dense kernel's Gram block from (inputs inputs^T) * (deltas_i deltas_j^T), without the K
+  Dense kernel gradients;
 - `K passes, XLA` and `one backward, XLA`: the first two compiled with `jit_compile=True`.
 
     python benchmarks/parameter_gradient_routes.py [--tasks 2 5] [--steps 50]
@@ -16,6 +21,7 @@ optimizer or metrics, each traced once in a `tf.function`:
 import argparse
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 import workload
@@ -63,10 +69,61 @@ def routes(num_tasks):
         jacobian = tape.jacobian(stacked, shared)
         return combine([[j[k] for j in jacobian] for k in range(num_tasks)])
 
+    trunk = model.get_layer("trunk")
+    heads = [model.get_layer(name) for name in names]
+
+    def layer_wise():
+        records = []
+        with tf.GradientTape(persistent=True) as tape:
+            h = x
+            for layer in trunk.layers:
+                if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+                    if isinstance(layer, keras.layers.Conv2D):
+                        pre = layer.convolution_op(h, layer.kernel) + layer.bias
+                    else:
+                        pre = tf.matmul(h, layer.kernel) + layer.bias
+                    records.append((layer, h, pre))
+                    h = layer.activation(pre)
+                else:
+                    h = layer(h, training=True)
+            per_loss = [losses[name](y[name], head(h)) for name, head in zip(names, heads)]
+        per_task = [tape.gradient(loss, [pre for _, _, pre in records]) for loss in per_loss]
+        gram, blocks = tf.zeros((num_tasks, num_tasks)), []
+        for index, (layer, inputs, pre) in enumerate(records):
+            deltas = tf.stack([per_task[k][index] for k in range(num_tasks)])
+            biases = tf.reduce_sum(deltas, axis=list(range(1, len(deltas.shape) - 1)))
+            gram += tf.matmul(biases, biases, transpose_b=True)
+            if isinstance(layer, keras.layers.Conv2D):
+                batch, height, width, channels = pre.shape
+                folded = tf.transpose(deltas, [1, 2, 3, 0, 4])
+                folded = tf.reshape(folded, [batch, height, width, num_tasks * channels])
+                size = layer.kernel.shape[:3]
+                kernels = tf.compat.v1.nn.conv2d_backprop_filter(
+                    inputs, [*size, num_tasks * channels], folded, [1, 1, 1, 1], "VALID"
+                )
+                kernels = tf.reshape(kernels, [-1, num_tasks, channels])
+                kernels = tf.reshape(tf.transpose(kernels, [1, 0, 2]), [num_tasks, -1])
+                gram += tf.matmul(kernels, kernels, transpose_b=True)
+            else:
+                products = tf.matmul(inputs, inputs, transpose_b=True)
+                pairs = tf.einsum("ibo,jco->ijbc", deltas, deltas)
+                gram += tf.einsum("bc,ijbc->ij", products, pairs)
+                kernels = deltas
+            blocks.append((layer, inputs, kernels, biases))
+        coefficients = tf.nn.softmax(tf.reduce_sum(gram, 1))
+        update = []
+        for layer, inputs, kernels, biases in blocks:
+            combined = tf.tensordot(coefficients, kernels, 1)
+            if isinstance(layer, keras.layers.Dense):
+                combined = tf.matmul(inputs, combined, transpose_a=True)
+            update += [combined, tf.tensordot(coefficients, biases, 1)]
+        return tf.add_n([tf.reduce_sum(u) for u in update])
+
     return {
         "one backward": tf.function(one_backward),
         "K backward passes": tf.function(k_passes),
         "pfor jacobian": tf.function(pfor_jacobian),
+        "layer-wise": tf.function(layer_wise),
         "K passes, XLA": tf.function(k_passes, jit_compile=True),
         "one backward, XLA": tf.function(one_backward, jit_compile=True),
     }
