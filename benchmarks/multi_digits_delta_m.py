@@ -32,42 +32,45 @@ from kerasmtl.evaluation import delta_m, task_report, train_single_task_baseline
 TASKS = ("left", "right")
 
 
-# Set from the command line: units of the trunk's last Dense layer (0: none, the trunk
-# ends at the flattened convolution features) and of each head's hidden layer (0: the
-# head is one linear Dense layer).
-SIZES = {"dense_units": 0, "head_units": 128}
+def network(dense_units, head_units):
+    """Returns `build(task_names)` for the network with these sizes.
 
+    `dense_units`: units of the trunk's last Dense layer (0: none, the trunk ends at the
+    flattened convolution features); `head_units`: units of each head's hidden layer (0:
+    the head is one linear Dense layer).
+    """
 
-def head(name):
-    if not SIZES["head_units"]:
-        return 10
-    return keras.Sequential(
-        [keras.layers.Dense(SIZES["head_units"], activation="relu"), keras.layers.Dense(10)],
-        name=name,
-    )
-
-
-def build(task_names):
-    layers = [
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-    ]
-    if SIZES["dense_units"]:
-        layers.append(keras.layers.Dense(SIZES["dense_units"], activation="relu"))
-    trunk = keras.Sequential(layers, name="trunk")
-    tasks = [
-        kerasmtl.Task(
-            name,
-            head=head(name),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
+    def head(name):
+        if not head_units:
+            return 10
+        return keras.Sequential(
+            [keras.layers.Dense(head_units, activation="relu"), keras.layers.Dense(10)],
+            name=name,
         )
-        for name in task_names
-    ]
-    return kerasmtl.hard_sharing({"image": (12, 12, 1)}, trunk, tasks)
+
+    def build(task_names):
+        layers = [
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+        ]
+        if dense_units:
+            layers.append(keras.layers.Dense(dense_units, activation="relu"))
+        trunk = keras.Sequential(layers, name="trunk")
+        tasks = [
+            kerasmtl.Task(
+                name,
+                head=head(name),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+            for name in task_names
+        ]
+        return kerasmtl.hard_sharing({"image": (12, 12, 1)}, trunk, tasks)
+
+    return build
 
 
 def main():
@@ -83,7 +86,7 @@ def main():
         default=["equal", "dwa", "uncertainty", "famo", "mgda", "pcgrad", "nash_mtl"],
     )
     args = parser.parse_args()
-    SIZES.update(dense_units=args.dense_units, head_units=args.head_units)
+    build = network(args.dense_units, args.head_units)
     x_train, y_train = load_multi_digits_numpy("train")
     x_test, y_test = load_multi_digits_numpy("test")
     deltas = {name: [] for name in args.strategies}

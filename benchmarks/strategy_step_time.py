@@ -93,12 +93,16 @@ def main():
             if args.only and name.lower() not in [n.lower() for n in args.only]:
                 continue
             cls = weighting.get(name).__class__
+            # `None` is the strategy's preferred source; time representation gradients too
+            # where the strategy allows them and does not already prefer them.
             sources = [None]
             preferred = getattr(cls, "preferred_gradients", "parameters")
-            if cls.requires_gradients and cls.supports_representation_gradients:
-                # `None` is the strategy's preferred source; time the other one too.
-                if preferred != "representation":
-                    sources.append("representation")
+            if (
+                cls.requires_gradients
+                and cls.supports_representation_gradients
+                and preferred != "representation"
+            ):
+                sources.append("representation")
             for source in sources:
                 model = workload.multi_task_model(num_tasks)
                 try:

@@ -25,9 +25,9 @@ class NashMTL(Weighting):
     - Solver: LibMTL runs up to 20 convex-concave iterations, each a cvxpy/ECOS
       problem on the host. Here `G a = 1 / a` is solved in the graph by at
       most `num_iterations` damped Newton steps (fewer once converged) on the
-      self-concordant function `0.5 a^T G a - sum log a`, started from the better (after optimal
-      rescaling) of the previous weights and `a_k = 1 / ||g_k||` (see
-      `kerasmtl.weighting.solvers.nash_bargaining`).
+      self-concordant function `0.5 a^T G a - sum log a`, started from the
+      better (after optimal rescaling) of the previous weights and
+      `a_k = 1 / ||g_k||` (see `kerasmtl.weighting.solvers.nash_bargaining`).
     - Ill-posed inputs: a positive solution exists only when 0 is not in the
       convex hull of the gradients; LibMTL's cvxpy then fails and it keeps the
       previous weights. Here (i) a task whose gradient is numerically zero
