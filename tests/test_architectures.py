@@ -176,6 +176,11 @@ def test_public_names_are_exported():
 def test_layer_contract(
     layer_cls, init_kwargs, input_data, expected_output_shape, num_weights, run_fit, tmp_path
 ):
+    # Seeded, so each run uses the same initial weights. Unseeded, the Expert case
+    # (ReLU, dropout, trained towards zeros) failed the "fit changes a weight" check once
+    # in a clean-clone CI run and passed 60 reruns; the likely cause is a start where
+    # every output of its one training step is zero, so every gradient is zero.
+    keras.utils.set_random_seed(0)
     run_layer_test(
         layer_cls,
         init_kwargs,
