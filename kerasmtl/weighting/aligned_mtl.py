@@ -89,7 +89,7 @@ class AlignedMTL(Weighting):
                 f"{self.num_tasks} tasks. Received: preference_vector={self.preference_vector}"
             )
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         del losses
         num_tasks = self.num_tasks
         gram = normalize_gram(gram)

@@ -29,7 +29,7 @@ class EpochWeighting(Weighting):
             name="loss_weights",
         )
 
-    def compute_weights(self, losses):
+    def compute_weights(self, losses, present=None):
         return ops.convert_to_tensor(self.loss_weights)
 
     def update(self, epoch_losses):

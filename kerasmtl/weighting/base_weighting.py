@@ -60,7 +60,7 @@ class Weighting(keras.layers.Layer):
                 name="last_coefficients",
             )
 
-    def compute_weights(self, losses):
+    def compute_weights(self, losses, present=None):
         """Returns the `(num_tasks,)` weight vector for the losses of this step.
 
         Gradient-based strategies return the coefficients of the last training
@@ -72,7 +72,7 @@ class Weighting(keras.layers.Layer):
             f"{self.__class__.__name__} must implement `compute_weights(losses)`."
         )
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         """Returns the `(num_tasks,)` coefficients from the task-gradient Gram matrix."""
         raise NotImplementedError(f"{self.__class__.__name__} is not a gradient-based strategy.")
 
@@ -80,18 +80,35 @@ class Weighting(keras.layers.Layer):
         """Epoch-level update from the epoch's mean per-task losses (default: none)."""
         del epoch_losses
 
-    def combine(self, losses, training=True):
+    def combine(self, losses, training=True, present=None):
         """Returns `(total_loss, weights)` for a `(num_tasks,)` loss vector.
 
-        Tasks whose loss is NaN or infinite are left out of the total; strategies
-        must also keep such losses out of their state. With `training=False`
-        (evaluation and validation steps) a strategy must not change its state.
+        Args:
+            losses: the `(num_tasks,)` task losses of this step.
+            training: `False` in evaluation and validation steps, where a
+                strategy must not change its state.
+            present: an optional boolean `(num_tasks,)` vector: which tasks are
+                present in this step (they have a labelled sample in the
+                batch). `None` means every task. A task whose loss is NaN or
+                infinite is absent too, whatever `present` says.
+
+        Absent tasks get weight 0 and add nothing to the total; strategies keep
+        them out of their state.
         """
         losses = ops.cast(losses, "float32")
-        weights = ops.cast(self.compute_weights(losses), "float32")
-        # A non-finite task loss is left out of the total (`MultiTaskModel` logs it).
-        terms = ops.where(ops.isfinite(losses), weights * losses, ops.zeros_like(losses))
+        present = present_tasks(losses, present)
+        weights = ops.cast(self.compute_weights(losses, present), "float32")
+        weights = ops.where(present, weights, ops.zeros_like(weights))
+        terms = ops.where(present, weights * losses, ops.zeros_like(losses))
         return ops.sum(terms), weights
 
     def compute_output_shape(self, losses_shape):
         return ()
+
+
+def present_tasks(losses, present=None):
+    """The boolean `(K,)` vector of present tasks: `present` (default all) and a finite loss."""
+    finite = ops.isfinite(ops.cast(losses, "float32"))
+    if present is None:
+        return finite
+    return ops.logical_and(ops.cast(present, "bool"), finite)

@@ -72,7 +72,7 @@ class CAGrad(Weighting):
         self.rescale = int(rescale)
         self.num_iterations = int(num_iterations)
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         num = self.num_tasks or gram.shape[-1]
         weights, gram = solvers.conflict_averse_dual(
             ops.cast(gram, "float32"), self.c, num_iterations=self.num_iterations

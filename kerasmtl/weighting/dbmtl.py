@@ -95,7 +95,7 @@ class DBMTL(Weighting):
             shape=(), initializer="zeros", dtype="int64", trainable=False, name="iterations"
         )
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         gram = gram_utils.symmetric_gram(gram)
         losses = ops.cast(losses, "float32")
         step = ops.cast(self.iterations + 1, "float32")

@@ -123,11 +123,11 @@ class FAMO(Weighting):
                 name="iterations",
             )
 
-    def compute_weights(self, losses):
+    def compute_weights(self, losses, present=None):
         safe, finite = _clean(losses)
         return self._weights(ops.convert_to_tensor(self.logits), safe, finite)
 
-    def combine(self, losses, training=True):
+    def combine(self, losses, training=True, present=None):
         losses = ops.cast(losses, "float32")
         safe, finite = _clean(losses)
         logits = ops.convert_to_tensor(self.logits)

@@ -46,7 +46,7 @@ class Fixed(Weighting):
             name="loss_weights",
         )
 
-    def compute_weights(self, losses):
+    def compute_weights(self, losses, present=None):
         return ops.convert_to_tensor(self.loss_weights)
 
     def get_config(self):

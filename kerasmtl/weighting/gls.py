@@ -45,7 +45,7 @@ class GLS(Weighting):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
 
-    def combine(self, losses, training=True):
+    def combine(self, losses, training=True, present=None):
         del training  # the same total in train and test steps
         losses = ops.cast(losses, "float32")
         finite = ops.isfinite(losses)
@@ -55,7 +55,7 @@ class GLS(Weighting):
         total = ops.exp(ops.sum(ops.where(finite, ops.log(shifted), 0.0)) / count)
         return total, self.compute_weights(losses)
 
-    def compute_weights(self, losses):
+    def compute_weights(self, losses, present=None):
         losses = ops.stop_gradient(ops.cast(losses, "float32"))
         finite = ops.isfinite(losses)
         count = ops.maximum(ops.sum(ops.cast(finite, "float32")), 1.0)

@@ -117,7 +117,7 @@ class GradNorm(Weighting):
                 shape=(self.num_tasks,), initializer="zeros", trainable=False, name="second_moment"
             )
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         num_tasks = self.num_tasks
         gram = gram_utils.symmetric_gram(gram)
         losses = ops.cast(losses, "float32")

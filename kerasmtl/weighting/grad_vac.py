@@ -87,7 +87,7 @@ class GradVac(Weighting):
             name="similarity_targets",
         )
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         del losses
         num_tasks = self.num_tasks
         finite = gram_utils.all_finite(gram)

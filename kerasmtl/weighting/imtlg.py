@@ -72,7 +72,7 @@ class IMTLG(Weighting):
             raise ValueError(f"`rcond` must be in [0, 1). Received: rcond={rcond}")
         self.rcond = float(rcond)
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         del losses
         num_tasks = self.num_tasks
         gram = normalize_gram(gram)

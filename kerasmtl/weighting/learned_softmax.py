@@ -72,10 +72,10 @@ class LearnedSoftmax(Weighting):
             name="logits",
         )
 
-    def compute_weights(self, losses):
+    def compute_weights(self, losses, present=None):
         return self.num_tasks * ops.softmax(ops.convert_to_tensor(self.logits))
 
-    def combine(self, losses, training=True):
+    def combine(self, losses, training=True, present=None):
         del training  # the same total in train and test steps
         losses = ops.cast(losses, "float32")
         logits = ops.convert_to_tensor(self.logits)

@@ -89,7 +89,7 @@ class MGDA(Weighting):
         valid = (normalizers > _MIN_NORMALIZER) & ops.isfinite(normalizers)
         return ops.where(valid, normalizers, 1.0)
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         gram = ops.cast(gram, "float32")
         losses = ops.reshape(ops.cast(losses, "float32"), (-1,))
         scales = 1.0 / self.gradient_normalizers(gram, losses)

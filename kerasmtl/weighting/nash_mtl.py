@@ -123,7 +123,7 @@ class NashMTL(Weighting):
         )
         return ops.where(norm > 0.0, weights, previous)
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         gram = ops.cast(gram, "float32")
         step = ops.convert_to_tensor(self.step)
         update = ops.equal(ops.mod(step, self.update_weights_every), 0)

@@ -84,7 +84,7 @@ class PCGrad(Weighting):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         del losses
         num_tasks = self.num_tasks
         # Scale-free: working on G / max diag keeps every product O(1).

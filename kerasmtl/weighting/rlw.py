@@ -44,7 +44,7 @@ class RLW(Weighting):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def compute_weights(self, losses):
+    def compute_weights(self, losses, present=None):
         sample = keras.random.normal((self.num_tasks,), seed=self.seed_generator)
         return self.num_tasks * ops.softmax(sample)
 

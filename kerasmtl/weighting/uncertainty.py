@@ -62,10 +62,10 @@ class Uncertainty(Weighting):
             name="log_variances",
         )
 
-    def compute_weights(self, losses):
+    def compute_weights(self, losses, present=None):
         return ops.stop_gradient(ops.exp(-ops.convert_to_tensor(self.log_variances)))
 
-    def combine(self, losses, training=True):
+    def combine(self, losses, training=True, present=None):
         del training  # the same total in train and test steps
         losses = ops.cast(losses, "float32")
         log_variances = ops.convert_to_tensor(self.log_variances)

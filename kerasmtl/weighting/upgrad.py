@@ -75,7 +75,7 @@ class UPGrad(Weighting):
                 f"{self.num_tasks} tasks. Received: pref_vector={self.pref_vector}"
             )
 
-    def compute_weights_from_gram(self, gram, losses):
+    def compute_weights_from_gram(self, gram, losses, present=None):
         gram = ops.cast(gram, "float32")
         num = gram.shape[-1]
         gram = 0.5 * (gram + ops.transpose(gram))
