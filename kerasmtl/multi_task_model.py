@@ -1,7 +1,5 @@
 """`MultiTaskModel`: a functional Keras model with one named output per task."""
 
-import warnings
-
 import keras
 from keras import ops
 
@@ -14,10 +12,12 @@ from kerasmtl.task_loss import (
     resolve_loss,
     validate_labels,
 )
+from kerasmtl.trainers import MultiTaskTrainer, gradient_math
+from kerasmtl.trainers.non_finite_monitor import NonFiniteMonitor
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class MultiTaskModel(keras.Model):
+class MultiTaskModel(MultiTaskTrainer, keras.Model):
     """A functional model whose outputs are a dict keyed by task name.
 
     It trains like any Keras model, `model.fit(x, {"task_a": ya, "task_b": yb})`,
@@ -97,7 +97,8 @@ class MultiTaskModel(keras.Model):
                 )
         self.representation = representation
         self.gradient_source = None
-        self._representation_model = _Untracked(None)
+        self._representation_views = _Untracked(None)
+        self._shared_variable_indices = None
         self._task_loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in names]
         self._task_weight_trackers = [keras.metrics.Mean(name=f"{name}_weight") for name in names]
         # Steps in which a task's loss was not finite (read by `fit`, kept out of logs).
@@ -246,47 +247,41 @@ class MultiTaskModel(keras.Model):
                     f"'{strategy.name}' uses the losses alone. Received: gradients={gradients!r}"
                 )
             return
-        if keras.backend.backend() != "tensorflow":
+        backend = keras.backend.backend()
+        if backend not in ("tensorflow", "jax", "torch"):
             raise ValueError(
-                "Gradient-based weighting strategies need the TensorFlow backend. "
-                f"Received: backend={keras.backend.backend()!r}, weighting={strategy.name}"
+                "Gradient-based weighting strategies train on the 'tensorflow', 'jax' and "
+                f"'torch' backends. Received: backend={backend!r}, weighting={strategy.name}"
             )
-        source = gradients or getattr(strategy, "preferred_gradients", "parameters")
-        if source not in ("parameters", "representation"):
-            raise ValueError(
-                "`gradients` must be 'parameters' or 'representation'. "
-                f"Received: gradients={gradients!r}"
-            )
-        if source == "representation":
-            if not strategy.supports_representation_gradients:
-                raise ValueError(
-                    f"'{strategy.name}' is defined on parameter gradients and cannot use "
-                    "gradients with respect to the representation. Use gradients='parameters'."
-                )
-            if self.representation is None:
-                raise ValueError(
-                    "gradients='representation' needs the model to know its shared "
-                    "representation layer: build it with `kerasmtl.hard_sharing` or pass "
-                    "`representation=<trunk layer name>` to MultiTaskModel."
-                )
-            if self._representation_model.value is None:
-                features = self.get_layer(self.representation).output
-                self._representation_model = _Untracked(
-                    keras.Model(self.input, [self.output, features])
-                )
+        source = gradient_math.check_gradient_source(self, strategy, gradients)
+        if source == gradient_math.REPRESENTATION:
+            if self._representation_views.value is None:
+                self._representation_views = _Untracked(gradient_math.RepresentationViews(self))
+        else:
+            # Decided once from the graph: which variables two or more tasks reach.
+            self._shared_variable_indices = gradient_math.shared_variable_indices(self)
         self.gradient_source = source
+
+    def _uses_gradient_step(self):
+        return self.weighting is not None and self.weighting.requires_gradients
+
+    @property
+    def representation_views(self):
+        """Views around the shared representation (`gradient_math.RepresentationViews`)."""
+        return self._representation_views.value
 
     @property
     def representation_model(self):
         """A functional view of this model that returns `(outputs, representation)`."""
-        return self._representation_model.value
+        views = self._representation_views.value
+        return None if views is None else views.full
 
-    def train_step(self, data):
-        if self.weighting is not None and self.weighting.requires_gradients:
-            from kerasmtl.trainers.tensorflow_gradient_step import gradient_train_step
-
-            return gradient_train_step(self, data)
-        return super().train_step(data)
+    @property
+    def shared_variable_indices(self):
+        """Indices into `trainable_variables` of the variables two or more tasks reach."""
+        if self._shared_variable_indices is None:
+            self._shared_variable_indices = gradient_math.shared_variable_indices(self)
+        return self._shared_variable_indices
 
     def get_compile_config(self):
         if self.compiled and getattr(self, "_multitask_compile_config", None):
@@ -311,16 +306,15 @@ class MultiTaskModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y)
-        distributed = _distribution_module()
-        if distributed is not None and distributed.is_multi_worker(self.distribute_strategy):
-            # Keras's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-            return distributed.fit_multi_worker_from_fit_arguments(self, x, y, args, kwargs)
-        monitor = _NonFiniteMonitor(self)
+        monitor = NonFiniteMonitor(self)
         if len(args) > 3:  # callbacks given by position (after batch_size, epochs, verbose)
             args = (*args[:3], [*(args[3] or []), monitor], *args[4:])
         else:
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), monitor]
-        history = super().fit(x, y, *args, **kwargs)
+        # The TensorFlow trainer trains here under MultiWorkerMirroredStrategy.
+        history = self._fit_override(x, y, args, kwargs)
+        if history is None:
+            history = super().fit(x, y, *args, **kwargs)
         monitor.warn()
         return history
 
@@ -374,18 +368,23 @@ class MultiTaskModel(keras.Model):
             counts.append(count)
         return losses, counts
 
-    def track_task_losses(self, losses, counts, weights, skipped=None):
+    def track_task_losses(self, losses, counts, weights, present=None):
         """Updates the `{task}_loss` and `{task}_weight` log entries.
 
-        A task whose loss is not finite in this step (`skipped`) adds nothing to
-        its log entries; the step is counted, and `fit` warns once at its end.
+        A task absent from this step (`present` False: no labelled sample, or a
+        non-finite loss) adds nothing to its log entries. A labelled step with a
+        non-finite loss is counted, and `fit` warns once at its end.
         """
-        if skipped is None:
-            skipped = ops.logical_not(ops.isfinite(losses))
-        kept = 1.0 - ops.cast(skipped, "float32")
-        safe = ops.where(skipped, ops.zeros_like(losses), losses)
-        distributed = _distribution_module()
-        replicas = 1 if distributed is None else distributed.num_replicas_in_sync()
+        losses = ops.cast(losses, "float32")
+        counts = ops.cast(counts, "float32")
+        if present is None:
+            present = gradient_math.present_tasks(losses, counts)
+        kept = ops.cast(present, "float32")
+        non_finite = ops.cast(
+            ops.logical_and(counts > 0.0, ops.logical_not(ops.isfinite(losses))), "float32"
+        )
+        safe = ops.where(present, losses, ops.zeros_like(losses))
+        replicas = self._num_replicas()
         for index in range(len(self._task_names)):
             self._task_loss_trackers[index].update_state(
                 safe[index], sample_weight=counts[index] * kept[index]
@@ -394,7 +393,7 @@ class MultiTaskModel(keras.Model):
                 weights[index], sample_weight=kept[index]
             )
             # Every replica sees the same global-batch losses: count a step once.
-            self._non_finite_trackers[index].update_state((1.0 - kept[index]) / replicas)
+            self._non_finite_trackers[index].update_state(non_finite[index] / replicas)
 
     def non_finite_step_counts(self):
         """Steps of the current epoch in which each task's loss was not finite.
@@ -409,16 +408,13 @@ class MultiTaskModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         losses, counts = self.compute_task_losses(y, y_pred, sample_weight)
-        distributed = _distribution_module()
-        if distributed is not None:
-            # Under a distribution strategy: the task losses of the global batch.
-            losses, counts = distributed.global_task_losses(losses, counts)
-        total, weights = self.weighting.combine(losses, training=training)
-        self.track_task_losses(losses, counts, weights)
-        total = total + self.extra_loss()
-        if self.losses:
-            total = total + ops.cast(ops.sum(self.losses), total.dtype)
-        replicas = 1 if distributed is None else distributed.num_replicas_in_sync()
+        # Under a distribution strategy: the task losses of the global batch.
+        losses, counts = self._global_task_losses(losses, counts)
+        present = gradient_math.present_tasks(losses, counts)
+        total, weights = self.weighting.combine(losses, training=training, present=present)
+        self.track_task_losses(losses, counts, weights, present)
+        total = total + self.extra_loss_total()
+        replicas = self._num_replicas()
         if replicas > 1:
             # Keras sums the replicas' gradients (and unscales the logged loss):
             # each replica contributes 1/num_replicas of the global total.
@@ -428,6 +424,19 @@ class MultiTaskModel(keras.Model):
     def extra_loss(self):
         """A loss term added to the weighted task losses (none here; soft sharing adds one)."""
         return ops.convert_to_tensor(0.0, "float32")
+
+    def extra_loss_total(self, forward_losses=None):
+        """`extra_loss()` plus the model's own losses (`add_loss`, weight regularisers).
+
+        Args:
+            forward_losses: the losses a stateless forward pass collected (JAX);
+                defaults to `self.losses`.
+        """
+        total = ops.cast(self.extra_loss(), "float32")
+        losses = self.losses if forward_losses is None else forward_losses
+        if losses:
+            total = total + ops.sum(ops.stack([ops.cast(value, "float32") for value in losses]))
+        return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         y = self._standardize_labels(y)
@@ -503,39 +512,6 @@ class MultiTaskModel(keras.Model):
 
 
 _NON_FINITE_SUFFIX = "_non_finite_steps"
-
-
-def _distribution_module():
-    """`kerasmtl.trainers.distributed` on the TensorFlow backend, else `None`."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    from kerasmtl.trainers import distributed
-
-    return distributed
-
-
-class _NonFiniteMonitor(keras.callbacks.Callback):
-    """Counts, over one `fit`, the steps in which each task's loss was not finite."""
-
-    def __init__(self, model):
-        super().__init__()
-        self._watched = _Untracked(model)
-        self.counts = {name: 0 for name in model.task_names}
-
-    def on_epoch_end(self, epoch, logs=None):
-        for name, count in self._watched.value.non_finite_step_counts().items():
-            self.counts[name] += count
-
-    def warn(self):
-        bad = {name: count for name, count in self.counts.items() if count}
-        if bad:
-            warnings.warn(
-                f"Non-finite task loss in some training steps: {bad} (steps per task). Each "
-                "such step left that task out: it added nothing to the total loss or the "
-                "logs, the other tasks trained as usual, and the weighting strategy's "
-                "weights stayed finite. Check the task's predictions, labels and loss.",
-                stacklevel=3,
-            )
 
 
 class _Untracked:

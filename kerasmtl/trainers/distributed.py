@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasmtl.multi_task_model import MultiTaskModel, _NonFiniteMonitor
+from kerasmtl.trainers.non_finite_monitor import NonFiniteMonitor
 
 
 def num_replicas_in_sync():
@@ -126,7 +126,10 @@ def fit_multi_worker(model, dataset, epochs=1, steps_per_epoch=None, callbacks=N
         )
 
     # What `MultiTaskModel.fit` adds: the count of steps with a non-finite task loss.
-    monitors = [_NonFiniteMonitor(model)] if isinstance(model, MultiTaskModel) else []
+    given = [c for c in callbacks or [] if isinstance(c, NonFiniteMonitor)]
+    monitors = [] if given or not hasattr(model, "non_finite_step_counts") else [
+        NonFiniteMonitor(model)
+    ]
     callback_list = keras.callbacks.CallbackList(
         [*(callbacks or []), *monitors],
         add_history=True,

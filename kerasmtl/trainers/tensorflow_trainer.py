@@ -1,11 +1,31 @@
-"""The TensorFlow train step for gradient-based weighting strategies."""
+"""The TensorFlow trainer: Keras's own step for loss-based strategies, ours for gradient ones."""
 
 import keras
 import tensorflow as tf
 
-from kerasmtl.trainers.distributed import all_reduce_sum, num_replicas_in_sync
+from kerasmtl.trainers import distributed
+from kerasmtl.trainers import gradient_math as gm
 
-REPRESENTATION = "representation"
+
+class TensorFlowMultiTaskTrainer:
+    """Mixed into `MultiTaskModel` on the TensorFlow backend (before `keras.Model`)."""
+
+    def train_step(self, data):
+        if not self._uses_gradient_step():
+            return super().train_step(data)
+        return gradient_train_step(self, data)
+
+    def _global_task_losses(self, losses, counts):
+        return distributed.global_task_losses(losses, counts)
+
+    def _num_replicas(self):
+        return distributed.num_replicas_in_sync()
+
+    def _fit_override(self, x, y, args, kwargs):
+        if distributed.is_multi_worker(self.distribute_strategy):
+            # Keras's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+            return distributed.fit_multi_worker_from_fit_arguments(self, x, y, args, kwargs)
+        return None
 
 
 def _rows(gradients):
@@ -13,19 +33,14 @@ def _rows(gradients):
     return tf.stack([tf.reshape(tf.cast(g, "float32"), [-1]) for g in gradients])
 
 
-def _gram(gradients):
-    """The `(K, K)` Gram matrix of K same-shaped gradient tensors."""
-    rows = _rows(gradients)
-    return tf.matmul(rows, rows, transpose_b=True)
-
-
 def gradient_train_step(model, data):
     """One step along `sum_k a_k g_k`, with `a` from the strategy and the task-gradient Gram matrix.
 
     With `gradients="parameters"`, g_k is the gradient of task k's loss with respect
-    to the shared parameters (the variables that reach two or more task losses).
-    The K task gradients come from K backward passes on one persistent tape; the
-    update of every variable is `sum_k a_k dL_k/dv`, so no further pass is needed.
+    to the shared parameters (the variables that two or more task outputs depend
+    on, read from the graph once). The K task gradients come from K backward
+    passes on one persistent tape; the update of every variable is
+    `sum_k a_k dL_k/dv`, so no further pass is needed.
 
     With `gradients="representation"`, g_k is the gradient with respect to the
     shared representation (the trunk's output for the whole batch, flattened):
@@ -39,10 +54,12 @@ def gradient_train_step(model, data):
     a step whose scaled gradients overflow, the strategy is not called (its state
     is unchanged) and the last coefficients are used and logged.
 
-    Non-finite losses: a task whose loss is NaN or infinite in a step is left out
-    of that step: its gradient row and Gram entries are zero, the strategy sees its
-    loss as 0, its coefficient is forced to 0, and the other tasks train as usual.
-    The model counts such steps per task and warns once at the end of `fit`.
+    Absent tasks: a task with no labelled sample in the (global) batch, or whose
+    loss is NaN or infinite, is left out of the step: its Gram row and column
+    are zero, the strategy is told it is absent, its coefficient is exactly 0
+    (its gradient, even a NaN one, is selected away), and the other tasks train
+    as usual. The model counts the non-finite steps per task and warns once at
+    the end of `fit`.
 
     Distribution strategies (`MirroredStrategy`, `MultiWorkerMirroredStrategy`):
     the losses, task gradients and Gram matrix are those of the GLOBAL batch, so
@@ -62,12 +79,12 @@ def gradient_train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     strategy = model.weighting
     optimizer = model.optimizer
-    num_tasks = len(model.task_names)
-    replicas = num_replicas_in_sync()
+    replicas = distributed.num_replicas_in_sync()
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    representation_route = model.gradient_source == gm.REPRESENTATION
     with tf.GradientTape(persistent=True) as tape:
-        if model.gradient_source == REPRESENTATION:
-            y_pred, representation = model.representation_model(x, training=True)
+        if representation_route:
+            y_pred, representation = model.representation_views.full(x, training=True)
         else:
             y_pred = model(x, training=True)
         task_losses, task_counts = model.compute_task_loss_list(y, y_pred, sample_weight)
@@ -75,105 +92,89 @@ def gradient_train_step(model, data):
             task_losses, task_counts, global_losses = _replica_shares(task_losses, task_counts)
         else:
             global_losses = task_losses
-        finite = [tf.math.is_finite(loss) for loss in global_losses]
+        present = gm.present_tasks(tf.stack(global_losses), tf.stack(task_counts))
         # Each task loss on its own (a slice of a stacked vector would connect every
         # task's variables to every loss), scaled for mixed precision.
         scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), "float32")
         scaled_losses = [
-            tf.where(ok, loss, tf.zeros_like(loss)) * scale for ok, loss in zip(finite, task_losses)
+            tf.where(present[k], loss, tf.zeros_like(loss)) * scale
+            for k, loss in enumerate(task_losses)
         ]
-        extra = model.extra_loss()
-        if model.losses:
-            extra = extra + tf.cast(tf.add_n(model.losses), "float32")
+        extra = model.extra_loss_total()
         # Every replica computes the whole extra loss; the optimizer sums their gradients.
         scaled_extra = extra * (scale / replicas)
-    ok = tf.stack(finite)
-    losses = tf.where(ok, tf.stack(global_losses), tf.zeros((num_tasks,)))
+    losses = tf.where(present, tf.stack(global_losses), tf.zeros((len(task_losses),)))
     counts = tf.stack(task_counts)
     variables = model.trainable_variables
 
     def coefficients_from(gram):
-        # A left-out task's row and column are zero, whatever its gradient holds.
-        gram = tf.where(ok[:, None] & ok[None, :], gram, tf.zeros_like(gram)) / tf.square(scale)
+        gram = gram / tf.square(scale)
         if not loss_scaling:
-            coefficients = tf.cast(strategy.compute_weights_from_gram(gram, losses), "float32")
-        else:
-            # An overflow of the scaled gradients (expected now and then with dynamic
-            # loss scaling): the optimizer skips the step and lowers the scale; the
-            # strategy is not called, so its state stays clean, and the step logs the
-            # last coefficients.
-            coefficients = tf.cond(
-                tf.reduce_all(tf.math.is_finite(gram)),
-                lambda: tf.cast(strategy.compute_weights_from_gram(gram, losses), "float32"),
-                lambda: tf.convert_to_tensor(strategy.last_coefficients, "float32"),
-            )
-        return tf.stop_gradient(tf.where(ok, coefficients, tf.zeros_like(coefficients)))
+            return gm.strategy_coefficients(strategy, gram, losses, present)
+        # An overflow of the scaled gradients (expected now and then with dynamic
+        # loss scaling): the optimizer skips the step and lowers the scale; the
+        # strategy is not called, so its state stays clean, and the step logs the
+        # last coefficients.
+        return tf.cond(
+            tf.reduce_all(tf.math.is_finite(gm.mask_gram(gram, present))),
+            lambda: gm.strategy_coefficients(strategy, gram, losses, present),
+            lambda: tf.convert_to_tensor(strategy.last_coefficients, "float32"),
+        )
 
-    if model.gradient_source == REPRESENTATION:
+    if representation_route:
         task_gradients = [
             tape.gradient(scaled_losses[k], representation, unconnected_gradients="zero")
-            for k in range(num_tasks)
+            for k in range(len(task_losses))
         ]
         # Rows of the global batch's representation are split over the replicas:
         # the global Gram matrix is the sum of the replicas' Gram matrices.
-        coefficients = coefficients_from(all_reduce_sum(_gram(task_gradients)))
+        rows = gm.zero_absent(_rows(task_gradients), present)
+        gram = distributed.all_reduce_sum(tf.matmul(rows, rows, transpose_b=True))
+        coefficients = coefficients_from(gram)
         with tape:
             scaled_total = tf.reduce_sum(coefficients * tf.stack(scaled_losses)) + scaled_extra
         gradients = tape.gradient(scaled_total, variables, unconnected_gradients="zero")
     else:
-        per_task = [tape.gradient(scaled_losses[k], variables) for k in range(num_tasks)]
-        # Shared: reached by two or more task losses, decided at trace time.
-        shared = [
-            index
-            for index in range(len(variables))
-            if sum(per_task[k][index] is not None for k in range(num_tasks)) >= 2
+        per_task = [tape.gradient(scaled_losses[k], variables) for k in range(len(task_losses))]
+        stacked = [
+            _stack_task_gradients([per_task[k][i] for k in range(len(task_losses))], variable)
+            for i, variable in enumerate(variables)
         ]
-        if not shared:
-            raise ValueError(
-                "A gradient-based weighting strategy needs parameters shared by two or more "
-                f"tasks, and this model has none. Tasks: {model.task_names}. "
-                f"Received: weighting={strategy.name}"
-            )
-        blocks = [
-            [
-                tf.zeros_like(variables[i]) if per_task[k][i] is None else per_task[k][i]
-                for k in range(num_tasks)
-            ]
-            for i in shared
-        ]
+        blocks = [stacked[i] for i in model.shared_variable_indices]
         if replicas > 1:
             # Each replica holds its shares of the task gradients: sum the (K, P)
             # matrices over the replicas, then form the Gram matrix.
-            matrix = all_reduce_sum(
-                tf.concat([_rows(block) for block in blocks], axis=1)
+            matrix = distributed.all_reduce_sum(
+                tf.concat([tf.reshape(block, [len(task_losses), -1]) for block in blocks], 1)
             )
-            gram = tf.matmul(matrix, matrix, transpose_b=True)
+            gram = gm.gram_of_blocks([matrix])
         else:
-            # Block by block, so the (K, P) gradient matrix is never assembled.
-            gram = tf.add_n([_gram(block) for block in blocks])
-        coefficients = coefficients_from(gram)
+            gram = gm.gram_of_blocks(blocks)
+        coefficients = coefficients_from(gm.mask_gram(gram, present))
         extra_gradients = tape.gradient(scaled_extra, variables)
-        gradients = []
-        for index, variable in enumerate(variables):
-            # `multiply_no_nan`: a left-out task (coefficient 0) adds exact zeros, even
-            # where its gradient is NaN or infinite.
-            terms = [
-                tf.math.multiply_no_nan(g, tf.cast(coefficients[k], g.dtype))
-                for k, g in ((k, per_task[k][index]) for k in range(num_tasks))
-                if g is not None
-            ]
-            if extra_gradients[index] is not None:
-                terms.append(extra_gradients[index])
-            gradients.append(tf.add_n(terms) if terms else tf.zeros_like(variable))
+        gradients = gm.combine_task_gradients(stacked, coefficients, present, extra_gradients)
+        gradients = [
+            tf.zeros_like(variable) if g is None else g for g, variable in zip(gradients, variables)
+        ]
     del tape
 
     optimizer.apply_gradients(zip(gradients, variables))
     strategy.last_coefficients.assign(coefficients)
     total = tf.reduce_sum(coefficients * losses) + extra
     batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+    # Keras's train steps log `loss` through this tracker; it has no public setter.
     model._loss_tracker.update_state(total, sample_weight=batch_size)
-    model.track_task_losses(losses, counts, coefficients, skipped=tf.logical_not(ok))
+    model.track_task_losses(tf.stack(global_losses), counts, coefficients, present)
     return model.compute_metrics(x, y, y_pred, sample_weight)
+
+
+def _stack_task_gradients(gradients, variable):
+    """`(K, *variable.shape)` task gradients of one variable, or `None` if no task reaches it."""
+    if all(g is None for g in gradients):
+        return None
+    return tf.stack(
+        [tf.zeros_like(variable.value) if g is None else tf.convert_to_tensor(g) for g in gradients]
+    )
 
 
 def _replica_shares(task_losses, task_counts):
@@ -185,7 +186,7 @@ def _replica_shares(task_losses, task_counts):
     """
     counts = tf.cast(tf.stack(task_counts), "float32")
     sums = [loss * tf.maximum(count, 1.0) for loss, count in zip(task_losses, tf.unstack(counts))]
-    reduced = all_reduce_sum(tf.stop_gradient(tf.stack([tf.stack(sums), counts])))
+    reduced = distributed.all_reduce_sum(tf.stop_gradient(tf.stack([tf.stack(sums), counts])))
     global_counts = tf.maximum(reduced[1], 1.0)
     shares = [total / global_counts[k] for k, total in enumerate(sums)]
     losses = reduced[0] / global_counts

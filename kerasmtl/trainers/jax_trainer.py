@@ -1,0 +1,184 @@
+"""The JAX trainer: a pure gradient step for gradient-based strategies.
+
+Keras's JAX trainer jits `train_step(state, data) -> (logs, state)` with
+`state = (trainable, non_trainable, optimizer_variables, metrics_variables)`.
+Loss-based strategies go through Keras's own step (the weighting happens in
+`compute_loss`). Gradient-based ones take the step below, which is pure: the
+strategy's variables (part of the model's non-trainable state) are read and
+written through a `keras.StatelessScope`, as Keras does for metrics.
+"""
+
+import jax
+import jax.numpy as jnp
+import keras
+from keras import ops
+
+from kerasmtl.trainers import gradient_math as gm
+
+
+class JAXMultiTaskTrainer:
+    """Mixed into `MultiTaskModel` on the JAX backend (before `keras.Model`)."""
+
+    def train_step(self, state, data):
+        if not self._uses_gradient_step():
+            return super().train_step(state, data)
+        return gradient_train_step(self, state, data)
+
+    def _global_task_losses(self, losses, counts):
+        # Under `keras.distribution.DataParallel` the arrays inside the jitted step
+        # are global: the masked means are already the global batch's.
+        return losses, counts
+
+    def _num_replicas(self):
+        return 1
+
+    def _fit_override(self, x, y, args, kwargs):
+        return None
+
+
+def _scope(model, trainable, non_trainable, metrics=None, collect_losses=False):
+    mapping = list(zip(model.trainable_variables, trainable))
+    mapping += list(zip(model.non_trainable_variables, non_trainable))
+    if metrics is not None:
+        mapping += list(zip(model.metrics_variables, metrics))
+    return keras.StatelessScope(state_mapping=mapping, collect_losses=collect_losses)
+
+
+def _read_back(scope, variables, defaults):
+    values = []
+    for variable, default in zip(variables, defaults):
+        value = scope.get_current_value(variable)
+        values.append(default if value is None else value)
+    return values
+
+
+def gradient_train_step(model, state, data):
+    """The pure JAX step along `sum_k a_k g_k` (see the TensorFlow step for the method).
+
+    Parameter gradients: one forward pass of the whole model, `jax.vjp` of the
+    vector of the K task losses and the extra loss (regularisers, `add_loss`,
+    soft sharing's penalty), then all K + 1 gradients at once with `jax.vmap`
+    over the rows of the identity as cotangents. The Gram matrix is summed over
+    the shared variables; the update is `sum_k a_k g_k + g_extra`.
+
+    Representation gradients: the trunk and the heads are differentiated
+    separately: the heads' vector-Jacobian products give the K gradients with
+    respect to the representation (one batched pass through the heads), and
+    one backward pass of `sum_k a_k L_k + extra` gives the update.
+    """
+    trainable, non_trainable, optimizer_variables, metrics_variables = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    strategy = model.weighting
+    num_tasks = len(model.task_names)
+    mapping = list(zip(model.optimizer.variables, optimizer_variables))
+    with keras.StatelessScope(state_mapping=mapping):
+        scale = ops.cast(model.optimizer.scale_loss(ops.convert_to_tensor(1.0)), "float32")
+
+    def losses_and_extra(trainable_values, y_pred, new_non_trainable, forward_losses):
+        task_losses, counts = model.compute_task_loss_list(y, y_pred, sample_weight)
+        with _scope(model, trainable_values, new_non_trainable, metrics_variables) as scope:
+            extra = model.extra_loss_total(forward_losses)
+        new_metrics = _read_back(scope, model.metrics_variables, metrics_variables)
+        vector = jnp.stack([*[ops.cast(v, "float32") for v in task_losses], extra])
+        return vector, jnp.stack(counts), new_metrics
+
+    if model.gradient_source == gm.REPRESENTATION:
+        views = model.representation_views
+
+        def trunk_function(trainable_values):
+            with _scope(model, trainable_values, non_trainable, collect_losses=True) as scope:
+                features = views.trunk(x, training=True)
+                trunk_losses = list(scope.losses)
+            new_non_trainable = _read_back(scope, model.non_trainable_variables, non_trainable)
+            return features, (new_non_trainable, trunk_losses)
+
+        features, trunk_vjp, (after_trunk, trunk_losses) = jax.vjp(
+            trunk_function, trainable, has_aux=True
+        )
+
+        def heads_function(trainable_values, features):
+            with _scope(model, trainable_values, after_trunk, collect_losses=True) as scope:
+                head_inputs = features
+                if views.heads_read_inputs:
+                    head_inputs = [features, *_flat_inputs(model, x)]
+                y_pred = views.heads(head_inputs, training=True)
+                head_losses = list(scope.losses)
+                regularization = model._get_regularization_losses()
+            new_non_trainable = _read_back(scope, model.non_trainable_variables, after_trunk)
+            vector, counts, new_metrics = losses_and_extra(
+                trainable_values,
+                y_pred,
+                new_non_trainable,
+                [*trunk_losses, *head_losses, *regularization],
+            )
+            return vector * scale, (y_pred, new_non_trainable, counts, new_metrics, vector)
+
+        _, heads_vjp, aux = jax.vjp(heads_function, trainable, features, has_aux=True)
+        y_pred, new_non_trainable, counts, new_metrics, vector = aux
+        present = gm.present_tasks(vector[:num_tasks], counts)
+        cotangents = jnp.eye(num_tasks + 1, dtype=vector.dtype)[:num_tasks]
+        feature_gradients = jax.vmap(lambda c: heads_vjp(c)[1])(cotangents)
+        rows = gm.zero_absent(jnp.reshape(feature_gradients, (num_tasks, -1)), present)
+        gram = rows @ rows.T / scale**2
+        losses = jnp.where(present, vector[:num_tasks], 0.0)
+        coefficients, new_non_trainable = _coefficients(
+            model, strategy, gram, losses, present, trainable, new_non_trainable
+        )
+        cotangent = jnp.concatenate([coefficients, jnp.ones((1,), coefficients.dtype)])
+        head_gradients, feature_cotangent = heads_vjp(cotangent)
+        (trunk_gradients,) = trunk_vjp(feature_cotangent)
+        gradients = [h + t for h, t in zip(head_gradients, trunk_gradients)]
+    else:
+
+        def forward(trainable_values):
+            y_pred, new_non_trainable, forward_losses = model.stateless_call(
+                trainable_values, non_trainable, x, training=True, return_losses=True
+            )
+            vector, counts, new_metrics = losses_and_extra(
+                trainable_values, y_pred, new_non_trainable, forward_losses
+            )
+            return vector * scale, (y_pred, new_non_trainable, counts, new_metrics, vector)
+
+        _, vjp_function, aux = jax.vjp(forward, trainable, has_aux=True)
+        y_pred, new_non_trainable, counts, new_metrics, vector = aux
+        present = gm.present_tasks(vector[:num_tasks], counts)
+        # All K + 1 gradients (tasks, then the extra loss) from one batched pass.
+        (stacked,) = jax.vmap(vjp_function)(jnp.eye(num_tasks + 1, dtype=vector.dtype))
+        task_gradients = [g[:num_tasks] for g in stacked]
+        extra_gradients = [g[num_tasks] for g in stacked]
+        blocks = [task_gradients[i] for i in model.shared_variable_indices]
+        gram = gm.mask_gram(gm.gram_of_blocks(blocks), present) / scale**2
+        losses = jnp.where(present, vector[:num_tasks], 0.0)
+        coefficients, new_non_trainable = _coefficients(
+            model, strategy, gram, losses, present, trainable, new_non_trainable
+        )
+        gradients = gm.combine_task_gradients(
+            task_gradients, coefficients, present, extra_gradients
+        )
+
+    trainable, optimizer_variables = model.optimizer.stateless_apply(
+        optimizer_variables, gradients, trainable
+    )
+    total = jnp.sum(coefficients * losses) + vector[num_tasks]
+    with _scope(model, trainable, new_non_trainable, new_metrics) as scope:
+        model.track_task_losses(vector[:num_tasks], counts, coefficients, present)
+    new_metrics = _read_back(scope, model.metrics_variables, new_metrics)
+    # Keras's JAX step updates `loss` and the compiled metrics here (no public equivalent).
+    logs, new_metrics = model._update_metrics_variables(
+        new_metrics, total, x, y, y_pred, sample_weight
+    )
+    return logs, (trainable, new_non_trainable, optimizer_variables, new_metrics)
+
+
+def _coefficients(model, strategy, gram, losses, present, trainable, non_trainable):
+    """Runs the strategy on the Gram matrix with its state mapped; returns its new state too."""
+    with _scope(model, trainable, non_trainable) as scope:
+        coefficients = gm.strategy_coefficients(strategy, gram, losses, present)
+        strategy.last_coefficients.assign(coefficients)
+    return coefficients, _read_back(scope, model.non_trainable_variables, non_trainable)
+
+
+def _flat_inputs(model, x):
+    if isinstance(x, dict):
+        return [x[tensor.name] for tensor in model.inputs]
+    return list(x) if isinstance(x, (list, tuple)) else [x]
