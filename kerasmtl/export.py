@@ -62,6 +62,95 @@ _SERVING_HINT = (
 )
 
 
+def _require_tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ImportError(
+            "Exporting a SavedModel for TF Serving needs TensorFlow, on any Keras backend: "
+            'pip install "kerasmtl[tensorflow,serving]".'
+        ) from None
+    return tf
+
+
+_EXPORT_CHILD_SCRIPT = """
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import numpy as np
+import keras
+import kerasmtl
+from kerasmtl.export import export_for_serving
+model_path, base_dir, arguments_path, warmup_path = sys.argv[1:5]
+with open(arguments_path) as handle:
+    arguments = json.load(handle)
+warmup = None
+if warmup_path:
+    with np.load(warmup_path) as data:
+        warmup = {key: data[key] for key in data.files}
+        if list(warmup) == ["__single__"]:
+            warmup = warmup["__single__"]
+model = keras.saving.load_model(model_path, compile=False)
+print(export_for_serving(model, base_dir, warmup_inputs=warmup, **arguments))
+"""
+
+
+def _export_in_tensorflow_process(
+    model, base_dir, name, version, postprocess, warmup_inputs, overwrite
+):
+    """Exports a model of another backend through TensorFlow, in a child process.
+
+    A SavedModel is a TensorFlow graph: the model (its `.keras` file, weights
+    included) is loaded with the TensorFlow backend in a fresh process and
+    exported there exactly as a model trained on TensorFlow would be. The
+    post-processing modes are resolved here, where the compiled losses are known.
+    """
+    arguments = {
+        "name": model.name if name is None else name,
+        "version": version,
+        "postprocess": resolve_postprocess(model, postprocess),
+        "overwrite": overwrite,
+    }
+    with tempfile.TemporaryDirectory(prefix="kerasmtl-export-") as workdir:
+        model_path = os.path.join(workdir, "model.keras")
+        model.save(model_path)
+        arguments_path = os.path.join(workdir, "arguments.json")
+        with open(arguments_path, "w") as handle:
+            json.dump(arguments, handle)
+        warmup_path = ""
+        if warmup_inputs is not None:
+            warmup_path = os.path.join(workdir, "warmup.npz")
+            arrays = (
+                {key: np.asarray(value) for key, value in warmup_inputs.items()}
+                if isinstance(warmup_inputs, dict)
+                else {"__single__": np.asarray(warmup_inputs)}
+            )
+            np.savez(warmup_path, **arrays)
+        environment = dict(os.environ, KERAS_BACKEND="tensorflow")
+        environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _EXPORT_CHILD_SCRIPT,
+                model_path,
+                os.path.abspath(os.fspath(base_dir)),
+                arguments_path,
+                warmup_path,
+            ],
+            cwd=workdir,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"Exporting the {keras.backend.backend()} model through TensorFlow failed in a "
+            f"child process (exit code {result.returncode}):\n{result.stderr[-3000:]}"
+        )
+    return result.stdout.strip().splitlines()[-1]
+
+
 class ExportVerificationError(ValueError):
     """A reloaded export does not match its Keras model; `report` says where."""
 
@@ -142,12 +231,10 @@ def export_for_serving(
     report = verify_export(path, model, x_test[:8])
     ```
     """
-    import tensorflow as tf
-
+    tf = _require_tensorflow()
     if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            "`export_for_serving` writes a TensorFlow SavedModel and needs the TensorFlow "
-            f"backend (KERAS_BACKEND=tensorflow). Received: backend={keras.backend.backend()!r}"
+        return _export_in_tensorflow_process(
+            model, base_dir, name, version, postprocess, warmup_inputs, overwrite
         )
     serving_model = _serving_model(model)
     modes = resolve_postprocess(model, postprocess)
@@ -457,7 +544,7 @@ def verify_export(export_dir, model, x, atol=1e-5):
         failures.append(f"the graph holds Python-function ops {python_ops}")
     saved_variables = _saved_variables(export_dir)
     expected_variables = sorted(
-        (weight.value.name.split(":")[0], tuple(weight.shape)) for weight in serving_model.weights
+        (_saved_variable_name(weight), tuple(weight.shape)) for weight in serving_model.weights
     )
     unexpected = sorted(set(saved_variables) - set(expected_variables))
     missing = sorted(set(expected_variables) - set(saved_variables))
@@ -701,6 +788,17 @@ def _saved_model_ops(export_dir):
         for function in meta_graph.graph_def.library.function:
             found.update(node.op for node in function.node_def)
     return found
+
+
+def _saved_variable_name(weight):
+    """The name a weight has in the SavedModel: its `tf.Variable`'s, else its path.
+
+    A model of another backend is exported from a TensorFlow copy of it, whose
+    variables are named after the weights' paths.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return weight.value.name.split(":")[0]
+    return weight.path
 
 
 def _saved_variables(export_dir):

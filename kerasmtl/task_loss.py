@@ -27,6 +27,8 @@ def resolve_loss(identifier, task_name):
 
 def label_mask(y_true, mask_value=None):
     """Returns a boolean tensor, True where the label is present."""
+    # As a backend tensor first: JAX (x64 off) holds a NumPy int64 label as int32.
+    y_true = ops.convert_to_tensor(y_true)
     present = None
     if mask_value is not None:
         present = ops.not_equal(y_true, ops.cast(mask_value, y_true.dtype))

@@ -12,6 +12,14 @@ from .architecture_utils import check_filters, check_image_shape, check_positive
 from .detection_loss import DetectionLoss
 
 
+def _count_dtype():
+    if keras.backend.backend() != "jax":
+        return "float64"
+    import jax
+
+    return "float64" if jax.config.jax_enable_x64 else "float32"
+
+
 def segment_and_detect(
     input_shape=(64, 64, 3),
     num_classes=5,
@@ -154,9 +162,10 @@ def segment_and_detect(
             metrics=[
                 keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                 # float64 counts: the mask arrives as a float sample weight, and
-                # float32 counts stop growing past 2**24 labelled pixels.
+                # float32 counts stop growing past 2**24 labelled pixels. JAX has no
+                # float64 unless x64 is enabled.
                 keras.metrics.MeanIoU(
-                    num_classes, sparse_y_pred=False, dtype="float64", name="mean_iou"
+                    num_classes, sparse_y_pred=False, dtype=_count_dtype(), name="mean_iou"
                 ),
             ],
             mask_value=mask_value,

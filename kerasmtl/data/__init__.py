@@ -20,6 +20,14 @@ TensorFlow Datasets, scikit-learn and palmerpenguins are optional
 dataset is loaded.
 """
 
+try:
+    import tensorflow  # noqa: F401
+except ImportError:
+    raise ImportError(
+        "kerasmtl.data builds tf.data pipelines and TFDS datasets, which need TensorFlow "
+        '(on any Keras backend): pip install "kerasmtl[tensorflow,datasets]".'
+    ) from None
+
 from kerasmtl.data.loaders import (
     default_data_dir,
     load_multi_digits,

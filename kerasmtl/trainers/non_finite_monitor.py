@@ -3,7 +3,6 @@
 import warnings
 
 import keras
-import numpy as np
 
 
 class NonFiniteMonitor(keras.callbacks.Callback):
@@ -31,7 +30,8 @@ class NonFiniteMonitor(keras.callbacks.Callback):
         broken = [
             variable.path
             for variable in model.variables
-            if not np.all(np.isfinite(variable.numpy()))
+            if "float" in str(variable.dtype)
+            and not bool(keras.ops.all(keras.ops.isfinite(variable.value)))
         ]
         state = (
             "Every model and strategy variable is still finite."

@@ -1,0 +1,205 @@
+"""The same training on TensorFlow, JAX and PyTorch: one-step updates, files, exports, no-TF use.
+
+These tests run in the main (TensorFlow) suite and start the other backends in
+child processes (Keras picks its backend once per process).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import kerasmtl
+
+SCRIPTS = Path(__file__).parent / "backend_scripts"
+OTHER_BACKENDS = ("jax", "torch")
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="drives the other backends from the TensorFlow suite (one backend per process)",
+)
+
+
+def _run(backend, code_or_script, *args, env=None, timeout=600):
+    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    environment.update(env or {})
+    if isinstance(code_or_script, Path):
+        command = [sys.executable, str(code_or_script), *map(str, args)]
+    else:
+        command = [sys.executable, "-c", textwrap.dedent(code_or_script), *map(str, args)]
+    result = subprocess.run(
+        command, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"{backend} child failed:\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_one_sgd_step_is_the_same_on_every_backend(tmp_path):
+    """Same batch, same initial weights, SGD(1.0): the same update everywhere (relative 1e-5).
+
+    Every registered strategy but RLW (random weights), with parameter and, where the
+    strategy allows it, representation gradients.
+    """
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import one_step
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    one_step.main(tmp_path / "tensorflow.npz")
+    reference = np.load(tmp_path / "tensorflow.npz")
+    assert any(key.startswith("pcgrad/representation/") for key in reference.files)
+    assert any(key.startswith("mgda/parameters/") for key in reference.files)
+    for backend in OTHER_BACKENDS:
+        _run(backend, SCRIPTS / "one_step.py", tmp_path / f"{backend}.npz")
+        other = np.load(tmp_path / f"{backend}.npz")
+        assert sorted(other.files) == sorted(reference.files)
+        for key in reference.files:
+            expected, actual = reference[key], other[key]
+            error = np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-12)
+            assert error <= 1e-5, f"{backend}: {key} differs from TensorFlow by {error:.2e}"
+
+
+def test_import_and_gradient_fit_without_tensorflow():
+    """JAX with TensorFlow unimportable: the kit trains; TF-only parts say what to install."""
+    output = _run(
+        "jax",
+        """
+        import sys
+        sys.modules["tensorflow"] = None  # `import tensorflow` now raises ImportError
+        import keras, numpy as np
+        import kerasmtl
+        from kerasmtl import Task
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(32, 4)).astype("float32")
+        y = {"a": rng.normal(size=(32, 1)).astype("float32"),
+             "b": rng.normal(size=(32, 1)).astype("float32")}
+        model = kerasmtl.hard_sharing(
+            {"features": (4,)}, keras.layers.Dense(8, name="trunk"),
+            [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse")])
+        model.compile(optimizer="adam", weighting="pcgrad")
+        history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+        assert np.isfinite(history.history["loss"][-1])
+        try:
+            import kerasmtl.data
+        except ImportError as error:
+            print("DATA:", error)
+        try:
+            kerasmtl.export.export_for_serving(model, "unused")
+        except ImportError as error:
+            print("EXPORT:", error)
+        print("TF:", "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None)
+        """,
+    )
+    assert "DATA: kerasmtl.data builds tf.data pipelines" in output
+    assert 'pip install "kerasmtl[tensorflow,datasets]"' in output
+    assert 'EXPORT: Exporting a SavedModel for TF Serving needs TensorFlow' in output
+    assert "TF: False" in output
+
+
+_TRAIN_AND_SAVE = """
+import sys
+import keras, numpy as np
+import kerasmtl
+from kerasmtl import Task
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 4)).astype("float32")
+y = {"a": rng.normal(size=(32, 1)).astype("float32"), "b": rng.integers(0, 3, size=(32,))}
+model = kerasmtl.models.mmoe(
+    {"features": (4,)},
+    [Task("a", head=1, loss="mse"),
+     Task("b", head=3, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))],
+    num_experts=2, expert_units=(8,), tower_units=(4,))
+model.compile(optimizer="adam", weighting="{weighting}")
+model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+model.save(sys.argv[1])
+np.save(sys.argv[2], x)
+predictions = model.predict(x, verbose=0)
+np.savez(sys.argv[3], **predictions)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_keras_file_moves_between_backends(tmp_path, backend):
+    """Saved on JAX / torch, loaded on TensorFlow (same outputs) and back again."""
+    model_path, x_path, out_path = tmp_path / "m.keras", tmp_path / "x.npy", tmp_path / "p.npz"
+    _run(backend, _TRAIN_AND_SAVE.replace("{weighting}", "mgda"), model_path, x_path, out_path)
+    restored = keras.saving.load_model(model_path)
+    assert isinstance(restored, kerasmtl.MultiTaskModel)
+    assert restored.weighting.__class__.__name__ == "MGDA"
+    x = np.load(x_path)
+    expected = np.load(out_path)
+    predictions = restored.predict(x, verbose=0)
+    for task in ("a", "b"):
+        np.testing.assert_allclose(predictions[task], expected[task], rtol=1e-5, atol=1e-5)
+    # ... and back: TensorFlow saves, the other backend loads and predicts the same.
+    restored.save(tmp_path / "back.keras")
+    np.savez(tmp_path / "tf.npz", **predictions)
+    _run(
+        backend,
+        """
+        import sys
+        import keras, numpy as np
+        import kerasmtl
+        model = keras.saving.load_model(sys.argv[1])
+        predictions = model.predict(np.load(sys.argv[2]), verbose=0)
+        expected = np.load(sys.argv[3])
+        for task in ("a", "b"):
+            np.testing.assert_allclose(predictions[task], expected[task], rtol=1e-5, atol=1e-5)
+        model.fit(np.load(sys.argv[2]), {"a": predictions["a"], "b": np.zeros(32, "int32")},
+                  epochs=1, verbose=0)  # the compiled strategy trains after loading
+        """,
+        tmp_path / "back.keras",
+        x_path,
+        tmp_path / "tf.npz",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_model_trained_on_jax_exports_and_verifies(tmp_path):
+    """A JAX-trained model exports through TensorFlow and passes the fresh-process check."""
+    output = _run(
+        "jax",
+        """
+        import json, sys
+        import keras, numpy as np
+        import kerasmtl
+        from kerasmtl import Task
+        from kerasmtl.export import export_for_serving, verify_export
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(32, 4)).astype("float32")
+        y = {"a": rng.normal(size=(32, 1)).astype("float32"), "b": rng.integers(0, 3, size=(32,))}
+        model = kerasmtl.hard_sharing(
+            {"features": (4,)}, keras.layers.Dense(8, activation="relu", name="trunk"),
+            [Task("a", head=1, loss="mse"),
+             Task("b", head=3,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))])
+        model.compile(optimizer="adam", weighting="upgrad")
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+        path = export_for_serving(model, sys.argv[1], postprocess="auto", warmup_inputs=x[:2])
+        report = verify_export(path, model, x[:8])
+        print(json.dumps({"path": path, "passed": report["passed"],
+                          "backend": keras.backend.backend()}))
+        """,
+        tmp_path / "serving",
+    )
+    result = json.loads(output.strip().splitlines()[-1])
+    assert result["passed"] is True and result["backend"] == "jax"
+    assert Path(result["path"], "saved_model.pb").exists()
+    assert Path(result["path"], "assets.extra", "tf_serving_warmup_requests").exists()
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_on_two_devices_equals_one_device():
+    """`keras.distribution.DataParallel` on 2 virtual CPU devices: global-batch losses and Gram."""
+    output = _run("jax", SCRIPTS / "jax_data_parallel.py")
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 4 and all(line.endswith("ok") for line in lines), output
