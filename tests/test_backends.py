@@ -203,3 +203,60 @@ def test_jax_data_parallel_on_two_devices_equals_one_device():
     output = _run("jax", SCRIPTS / "jax_data_parallel.py")
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 4 and all(line.endswith("ok") for line in lines), output
+
+
+_PIPELINE_AND_MIXED_PRECISION = """
+import keras, numpy as np, tensorflow as tf
+import kerasmtl
+from kerasmtl import Task
+from kerasmtl.data import task_dataset
+
+rng = np.random.default_rng(0)
+features = {
+    "x": rng.normal(size=(64, 4)).astype("float32"),
+    "a": rng.normal(size=(64, 1)).astype("float32"),
+    "b": rng.integers(0, 3, size=(64,)).astype("int64"),
+}
+raw = tf.data.Dataset.from_tensor_slices(features)
+dataset = task_dataset(raw, ["a", "b"], {"features": "x"}, batch_size=16,
+                       mask_when={"b": lambda example: example["x"][0] > 1.0})
+
+
+def model():
+    keras.utils.set_random_seed(0)
+    return kerasmtl.hard_sharing(
+        {"features": (4,)}, keras.layers.Dense(8, activation="relu", name="trunk"),
+        [Task("a", head=1, loss="mse"),
+         Task("b", head=3, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              mask_value=-1, metrics=["accuracy"])])
+
+
+for weighting in ("dwa", "pcgrad"):
+    m = model()
+    m.compile(optimizer="adam", weighting=weighting)
+    history = m.fit(dataset, epochs=2, verbose=0,
+                    callbacks=[kerasmtl.callbacks.LossWeightScheduler()])
+    assert all(np.isfinite(history.history[k][-1]) for k in ("loss", "a_loss", "b_loss"))
+    print("pipeline", weighting, "ok")
+
+keras.config.set_dtype_policy("mixed_float16")
+m = model()
+m.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-2)),
+          weighting="mgda")
+before = m.get_layer("trunk").kernel.numpy().copy()
+history = m.fit(dataset, epochs=2, verbose=0)
+assert m.get_layer("trunk").compute_dtype == "float16"
+assert np.all(np.isfinite(m.get_layer("trunk").kernel.numpy()))
+assert not np.allclose(before, m.get_layer("trunk").kernel.numpy())
+assert np.isfinite(history.history["loss"][-1])
+print("mixed_float16 mgda ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_tf_data_pipeline_and_mixed_precision_on_other_backends(backend):
+    """`task_dataset` feeds JAX / torch `fit`; `mixed_float16` trains a gradient strategy."""
+    output = _run(backend, _PIPELINE_AND_MIXED_PRECISION)
+    assert "pipeline dwa ok" in output and "pipeline pcgrad ok" in output
+    assert "mixed_float16 mgda ok" in output
