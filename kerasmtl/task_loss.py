@@ -150,6 +150,7 @@ def masked_task_loss(loss_fn, y_true, y_pred, mask_value=None, sample_weight=Non
     then dropped. With no labelled element the loss is exactly 0.
     """
     y_pred = ops.cast(y_pred, "float32")
+    y_true = ops.convert_to_tensor(y_true)
     present = label_mask(y_true, mask_value)
     y_safe = ops.where(present, y_true, ops.zeros_like(y_true))
     y_safe = ops.cast(y_safe, "float32")
