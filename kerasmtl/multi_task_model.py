@@ -155,10 +155,12 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
                 tasks' own losses.
             metrics: a dict of metric lists keyed by task name (overrides each
                 `Task.metrics`), or `None` to use the tasks' own metrics. Metrics
-                skip samples with missing labels.
+                skip samples with missing labels. Task `t`'s metric `m` logs
+                `t_m`: two values that would share a log key raise a `ValueError`.
             loss_weights: a dict of static weights keyed by task name (overrides
-                each `Task.loss_weight`). Held in a variable (strategy `Fixed`),
-                so callbacks can `assign` new values without recompiling.
+                each `Task.loss_weight`): finite numbers >= 0. Held in a variable
+                (strategy `Fixed`), so callbacks can `assign` new values without
+                recompiling.
             weighting: a weighting strategy: a name such as `"dwa"`, a config
                 dict or a `kerasmtl.weighting.Weighting`. Defaults to `Fixed`
                 with the tasks' static weights. Cannot be combined with
