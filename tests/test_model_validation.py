@@ -1,7 +1,7 @@
 """Validation of weights, names, labels and sample weights, and what the logs say.
 
 Backend-neutral: these run on every backend (the `tf.data` cases need TensorFlow
-installed, not the TensorFlow backend).
+installed, not the TensorFlow backend, and are skipped without it).
 """
 
 import math
@@ -48,7 +48,7 @@ def _numpy(variable):
 
 
 def _dataset(x, y, *extra, batch_size=8):
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")  # an optional dependency
 
     return tf.data.Dataset.from_tensor_slices((x, y, *extra)).batch(batch_size)
 
