@@ -3,8 +3,10 @@
 import keras
 from keras import ops
 
+from kerasmtl import label_checks
 from kerasmtl import weighting as weighting_module
-from kerasmtl.task import Task, check_tasks
+from kerasmtl.checks import check_number
+from kerasmtl.task import Task, check_log_keys, check_tasks
 from kerasmtl.task_loss import (
     fit_mask_rank,
     label_mask,
@@ -33,7 +35,23 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
       during `fit` by `assign`, never by recompiling or retracing.
     - Logs hold `{task}_loss` (the unweighted task loss, averaged over the
       labelled samples of the epoch) and `{task}_weight` (the task's mean
-      effective weight), next to `loss` and each task's metrics.
+      effective weight), next to `loss` and each task's metrics
+      (`{task}_{metric}`). Task and metric names that would make two values
+      share one log key are rejected at `compile`.
+    - A task with no labelled sample so far in the epoch (or in the whole
+      `evaluate` run) logs NaN for `{task}_loss` and for each of its metrics: a
+      mean over no sample has no value, and the 0.0 that Keras would log reads
+      as a real score (0% accuracy, a perfect loss). Its `{task}_weight` is
+      logged as usual. The same holds for a task whose loss was not finite in
+      every step of the epoch (no step counted for it). Callbacks that read
+      these keys should skip NaN (`LossWeightScheduler` keeps the previous
+      weights).
+    - Class ids given to a sparse categorical loss are checked against the
+      head's number of classes before training (all of in-memory labels, the
+      first batch of a `tf.data.Dataset`), and a `sample_weight` dict must be
+      keyed by task name like the labels.
+    - `metrics_names` lists the log keys in the order of the list that
+      `evaluate(..., return_dict=False)` returns.
 
     Build one with `kerasmtl.hard_sharing`, `kerasmtl.soft_sharing`, a builder of
     `kerasmtl.models`, or directly from a functional graph as below.
@@ -137,10 +155,12 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
                 tasks' own losses.
             metrics: a dict of metric lists keyed by task name (overrides each
                 `Task.metrics`), or `None` to use the tasks' own metrics. Metrics
-                skip samples with missing labels.
+                skip samples with missing labels. Task `t`'s metric `m` logs
+                `t_m`: two values that would share a log key raise a `ValueError`.
             loss_weights: a dict of static weights keyed by task name (overrides
-                each `Task.loss_weight`). Held in a variable (strategy `Fixed`),
-                so callbacks can `assign` new values without recompiling.
+                each `Task.loss_weight`): finite numbers >= 0. Held in a variable
+                (strategy `Fixed`), so callbacks can `assign` new values without
+                recompiling.
             weighting: a weighting strategy: a name such as `"dwa"`, a config
                 dict or a `kerasmtl.weighting.Weighting`. Defaults to `Fixed`
                 with the tasks' static weights. Cannot be combined with
@@ -176,6 +196,8 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
                 "`loss_weights` of a MultiTaskModel must be a dict keyed by task name. "
                 f"Tasks: {names}. Received: loss_weights={loss_weights!r}"
             )
+        for key, value in (loss_weights or {}).items():
+            check_number(value, f"loss_weights['{key}']", f"Task '{key}'")
         if loss_weights is not None and weighting is not None:
             raise ValueError(
                 "Pass either static `loss_weights` or a `weighting` strategy, not both. "
@@ -199,6 +221,9 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
                 task_metrics[task.name] = (
                     list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
                 )
+        self._task_log_keys = check_log_keys(
+            {name: task_metrics.get(name, []) for name in names}, self._model_log_keys()
+        )
 
         if weighting is None:
             static = {task.name: task.loss_weight for task in self.tasks}
@@ -294,18 +319,68 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def _check_data(self, x, y):
+    def _check_data(self, x, y, sample_weight=None, validation_data=None):
         # Checked before Keras converts the data, so that a bad label dict gets our
         # error rather than one from deep inside the data adapters.
+        names = self._task_names
         if y is not None:
-            self._standardize_labels(y)
+            y = self._standardize_labels(y)
+            label_checks.check_sample_weight_keys(sample_weight, names)
+            self._check_class_ids(y)
+        else:
+            element_spec = getattr(x, "element_spec", None)
+            if isinstance(element_spec, (tuple, list)) and len(element_spec) >= 2:
+                labels = self._standardize_labels(element_spec[1])
+                if len(element_spec) >= 3:
+                    label_checks.check_sample_weight_keys(element_spec[2], names)
+                if label_checks.is_dataset(x) and self._sparse_tasks(labels):
+                    element = label_checks.first_batch(x)
+                    if element is not None:
+                        self._check_class_ids(self._standardize_labels(element[1]))
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
+            val_x, val_y, val_weight = keras.utils.unpack_x_y_sample_weight(
+                tuple(validation_data)
+            )
+            self._check_data(val_x, val_y, val_weight)
+        elif validation_data is not None:
+            self._check_data(validation_data, None)
+
+    def _task_losses_by_name(self):
+        if self._task_loss_fns is None:
+            return None
+        return dict(zip(self._task_names, self._task_loss_fns))
+
+    def _sparse_tasks(self, y):
+        losses, shapes = self._task_losses_by_name(), self._output_shapes()
+        if losses is None:
+            return []
+        return [
+            name
+            for name in self._task_names
+            if getattr(y[name], "shape", None) is not None
+            and losses[name].sparse_categorical(tuple(y[name].shape), shapes[name])
+        ]
+
+    def _check_class_ids(self, y):
+        losses = self._task_losses_by_name()
+        if losses is None:
             return
-        element_spec = getattr(x, "element_spec", None)
-        if isinstance(element_spec, (tuple, list)) and len(element_spec) >= 2:
-            self._standardize_labels(element_spec[1])
+        label_checks.check_class_ids(
+            y,
+            self._task_names,
+            self._output_shapes(),
+            losses,
+            {task.name: task.mask_value for task in self.tasks},
+        )
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        self._check_data(x, y)
+        arguments = label_checks.bound_arguments(keras.Model.fit, self, x, y, args, kwargs)
+        self._check_data(
+            x,
+            y,
+            arguments.get("sample_weight"),
+            arguments.get("validation_data"),
+        )
         monitor = NonFiniteMonitor(self)
         if len(args) > 3:  # callbacks given by position (after batch_size, epochs, verbose)
             args = (*args[:3], [*(args[3] or []), monitor], *args[4:])
@@ -319,21 +394,69 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
         return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check_data(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        arguments = label_checks.bound_arguments(keras.Model.evaluate, self, x, y, args, kwargs)
+        self._check_data(x, y, arguments.get("sample_weight"))
+        if arguments.get("return_dict", False) or not arguments:
+            return super().evaluate(x, y, *args, **kwargs)
+        # Keras's list form follows `metrics` (with `compile_metrics` as one entry),
+        # not the log keys: ask for the dict and order it by `metrics_names`.
+        return self._logs_as_list(super().evaluate(**_with_dict_logs(arguments)))
 
     def train_on_batch(self, x, y=None, *args, **kwargs):
-        self._check_data(x, y)
-        return super().train_on_batch(x, y, *args, **kwargs)
+        arguments = label_checks.bound_arguments(
+            keras.Model.train_on_batch, self, x, y, args, kwargs
+        )
+        self._check_data(x, y, arguments.get("sample_weight"))
+        if arguments.get("return_dict", False) or not arguments:
+            return super().train_on_batch(x, y, *args, **kwargs)
+        return self._logs_as_list(super().train_on_batch(**_with_dict_logs(arguments)))
 
     def test_on_batch(self, x, y=None, *args, **kwargs):
-        self._check_data(x, y)
-        return super().test_on_batch(x, y, *args, **kwargs)
+        arguments = label_checks.bound_arguments(
+            keras.Model.test_on_batch, self, x, y, args, kwargs
+        )
+        self._check_data(x, y, arguments.get("sample_weight"))
+        if arguments.get("return_dict", False) or not arguments:
+            return super().test_on_batch(x, y, *args, **kwargs)
+        return self._logs_as_list(super().test_on_batch(**_with_dict_logs(arguments)))
+
+    def _logs_as_list(self, logs):
+        names = self.metrics_names
+        if set(names) != set(logs):
+            names = list(logs)
+        values = [logs[name] for name in names]
+        # As Keras: a single value is returned as it is.
+        return values[0] if len(values) == 1 else values
+
+    @property
+    def metrics_names(self):
+        """The log keys, in the order of the list `evaluate` returns without `return_dict`.
+
+        Internal trackers (steps with a non-finite task loss) are not among them.
+        """
+        compile_metrics = getattr(self, "_compile_metrics", None)
+        if compile_metrics is None or compile_metrics.built:
+            return list(self.get_metrics_result())
+        # Before the first step Keras's compiled metrics have no names yet: the
+        # names they will have, in task order.
+        names = []
+        for metric in self.metrics:
+            if metric is compile_metrics:
+                names += [
+                    key
+                    for key in getattr(self, "_task_log_keys", {})
+                    if key not in self._tracker_names()
+                ]
+            elif not self._is_internal_metric(metric):
+                names.append(metric.name)
+        return names
 
     def _standardize_labels(self, y):
         if not isinstance(y, dict) and len(self._task_names) == 1 and y is not None:
             y = {self._task_names[0]: y}
-        validate_labels(y, self._task_names, self._output_shapes())
+        validate_labels(
+            y, self._task_names, self._output_shapes(), self._task_losses_by_name()
+        )
         return y
 
     def _task_sample_weight(self, sample_weight, name):
@@ -460,11 +583,15 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
         return self.get_metrics_result()
 
     def get_metrics_result(self):
-        results = {
-            key: value
-            for key, value in super().get_metrics_result().items()
-            if not key.endswith(_NON_FINITE_SUFFIX)
-        }
+        results = {}
+        for metric in self.metrics:
+            if self._is_internal_metric(metric):
+                continue
+            result = metric.result()
+            if isinstance(result, dict):
+                results.update(result)
+            else:
+                results[metric.name] = result
         if len(self._task_names) == 1 and self._compile_metrics is not None:
             # Keras drops the output name of a single output's metrics; the task
             # name is the key everywhere, so a one-task model logs `{task}_accuracy` too.
@@ -474,7 +601,45 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
                 (prefix + key if key in names and not key.startswith(prefix) else key): value
                 for key, value in results.items()
             }
+        return self._unlabelled_tasks_as_nan(results)
+
+    def _unlabelled_tasks_as_nan(self, results):
+        # The `{task}_loss` tracker's total weight is the task's label count so far
+        # (see `track_task_losses`); `ops.where` keeps this traceable (JAX, tf.function).
+        labelled = {
+            name: ops.greater(ops.convert_to_tensor(tracker.count), 0.0)
+            for name, tracker in zip(self._task_names, self._task_loss_trackers)
+        }
+        for key, name in getattr(self, "_task_log_keys", {}).items():
+            if key in results and key != f"{name}_weight":
+                value = ops.convert_to_tensor(results[key])
+                results[key] = ops.where(
+                    labelled[name], value, ops.full_like(value, float("nan"))
+                )
         return results
+
+    def _is_internal_metric(self, metric):
+        return any(metric is tracker for tracker in self._non_finite_trackers)
+
+    def _tracker_names(self):
+        return {
+            tracker.name for tracker in self._task_loss_trackers + self._task_weight_trackers
+        }
+
+    def _model_log_keys(self):
+        """The log keys that belong to no task: Keras's `loss` and the model's own metrics."""
+        own = [
+            getattr(self, "_loss_tracker", None),
+            getattr(self, "_compile_metrics", None),
+            *self._task_loss_trackers,
+            *self._task_weight_trackers,
+            *self._non_finite_trackers,
+        ]
+        keys = ["loss"]
+        for metric in self.metrics:
+            if not any(metric is other for other in own) and metric.name not in keys:
+                keys.append(metric.name)
+        return keys
 
     # === Config ===
 
@@ -519,3 +684,10 @@ class _Untracked:
 
     def __init__(self, value):
         self.value = value
+
+
+def _with_dict_logs(arguments):
+    """Keyword arguments of a bound `*_on_batch` call, asking for the dict of logs."""
+    arguments = dict(arguments)
+    arguments.pop("self", None)
+    return {**arguments.pop("kwargs", {}), **arguments, "return_dict": True}

@@ -4,7 +4,15 @@ import re
 
 import keras
 
+from kerasmtl.checks import check_number
+
 _NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+# Keras logs the total loss as `loss` and each validation value as `val_<key>`: a task
+# called `loss`, or `val_a` (whose `val_a_loss` would be overwritten by task `a`'s
+# validation loss), would make two values share one log key.
+RESERVED_NAMES = ("loss",)
+RESERVED_PREFIX = "val_"
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -28,7 +36,8 @@ class Task:
 
     Args:
         name: the task name: a letter followed by letters, digits or `_`, so it
-            is a valid layer name, dict key and serving output name.
+            is a valid layer name, dict key and serving output name. `loss`
+            and names starting with `val_` are reserved by Keras's log names.
         head: what turns the shared features into this task's prediction: a
             Keras layer or model, an integer (a `Dense` layer with that many
             units, linear), or `None` for builders that make heads themselves.
@@ -39,7 +48,8 @@ class Task:
             per sample (or per element, e.g. per pixel). Can also be given to
             `MultiTaskModel.compile`.
         metrics: a list of Keras metrics (names or instances) for this task.
-        loss_weight: the task's static starting weight in the total loss.
+        loss_weight: the task's static starting weight in the total loss: a
+            finite number >= 0.
         mask_value: the label value that marks a missing label, or `None`.
 
     Example:
@@ -66,6 +76,7 @@ class Task:
                 "digits or '_' (it becomes a layer name, a dict key and a serving "
                 f"output name). Received: name={name!r}"
             )
+        check_task_name(name)
         if head is not None and not (
             isinstance(head, keras.layers.Layer)
             or (isinstance(head, int) and not isinstance(head, bool) and head > 0)
@@ -77,13 +88,7 @@ class Task:
             )
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
-        try:
-            loss_weight = float(loss_weight)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"Task '{name}': `loss_weight` must be a number. "
-                f"Received: loss_weight={loss_weight!r}"
-            ) from None
+        loss_weight = check_number(loss_weight, "loss_weight", f"Task '{name}'")
         self.name = name
         self.head = head
         self.loss = loss
@@ -153,6 +158,73 @@ def check_tasks(tasks):
     if duplicates:
         raise ValueError(f"Task names must be unique. Received duplicates: {duplicates}")
     return names
+
+
+def check_task_name(name):
+    """Raises a `ValueError` if a task name would collide with Keras's log names."""
+    if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIX):
+        raise ValueError(
+            f"The task name {name!r} collides with Keras's log names: Keras logs the total "
+            f"loss as `loss` and every validation value as `val_<key>`, and task {name!r} "
+            f"would log `{name}_loss`, `{name}_weight` and `{name}_<metric>`. Reserved: the "
+            f"name{'s' if len(RESERVED_NAMES) > 1 else ''} {list(RESERVED_NAMES)} and names "
+            f"starting with '{RESERVED_PREFIX}'. Rename the task (e.g. "
+            f"'{_suggested_name(name)}'). Received: name={name!r}"
+        )
+
+
+def _suggested_name(name):
+    if name.startswith(RESERVED_PREFIX) and len(name) > len(RESERVED_PREFIX):
+        return f"{name[len(RESERVED_PREFIX):]}_val"
+    return f"{name}_task"
+
+
+def metric_log_name(metric):
+    """The name Keras gives a metric given to `compile` (`"mae"`, `metric.name`, ...)."""
+    if isinstance(metric, str):
+        return metric
+    if isinstance(metric, keras.metrics.Metric):
+        return metric.name
+    name = getattr(metric, "__name__", None)
+    return name if name is not None else type(metric).__name__
+
+
+def task_log_keys(task_name, metrics=None):
+    """The log keys of one task: `{task}_loss`, `{task}_weight`, `{task}_{metric}`."""
+    keys = [f"{task_name}_loss", f"{task_name}_weight"]
+    keys += [f"{task_name}_{metric_log_name(metric)}" for metric in metrics or ()]
+    return keys
+
+
+def check_log_keys(task_metrics, model_keys=("loss",)):
+    """Raises a `ValueError` if two values would share one log key.
+
+    Args:
+        task_metrics: dict `{task name: list of metrics}` in task order.
+        model_keys: the keys the model itself logs (Keras's `loss`, a penalty, ...).
+
+    Returns:
+        A dict `{log key: task name}` of every task's keys.
+    """
+    owners = {key: "the model" for key in model_keys}
+    keys_of_tasks = {}
+    for name, metrics in task_metrics.items():
+        for key in task_log_keys(name, metrics):
+            if key in owners:
+                first = owners[key]
+                first = first if first == "the model" else f"task '{first}'"
+                raise ValueError(
+                    f"Task '{name}' would log '{key}', which {first} already logs, so one "
+                    "value would overwrite the other in the logs. A task logs "
+                    "`{task}_loss`, `{task}_weight` and `{task}_{metric}` for each of its "
+                    f"metrics; the model logs {list(model_keys)}. Rename the task or the "
+                    f"metric (`keras.metrics.X(name=...)`). Tasks: {list(task_metrics)}. "
+                    f"Received: metrics of task '{name}'="
+                    f"{[metric_log_name(m) for m in metrics or ()]}"
+                )
+            owners[key] = name
+            keys_of_tasks[key] = name
+    return keys_of_tasks
 
 
 def _serialize(obj):

@@ -5,24 +5,116 @@ from keras import ops
 
 
 def resolve_loss(identifier, task_name):
-    """Returns a function `(y_true, y_pred) -> per-element losses` (no reduction)."""
+    """Returns a `TaskLoss`: `(y_true, y_pred) -> per-element losses` (no reduction).
+
+    Resolved as `keras.Model.compile` resolves a loss: a name by `keras.losses.get`
+    (`"crossentropy"` / `"ce"` picks binary, sparse or categorical crossentropy from
+    the label and prediction shapes, as Keras does), and a function is called after
+    Keras's rank matching, so `(N,)` labels work with an `(N, 1)` head exactly as in
+    plain Keras.
+    """
     if identifier is None:
         raise ValueError(
             f"Task '{task_name}' has no loss. Give it one in `Task(loss=...)` or in "
             "`compile(loss={...})`."
         )
-    if isinstance(identifier, str):
-        resolved = keras.losses.get(identifier)
-    else:
-        resolved = identifier
-    if isinstance(resolved, keras.losses.Loss):
-        return resolved.call
-    if callable(resolved):
-        return resolved
+    if isinstance(identifier, str) and identifier.lower() in _BY_SHAPE:
+        return TaskLoss(None, identifier)
+    try:
+        resolved = keras.losses.get(identifier) if isinstance(identifier, str) else identifier
+    except ValueError as error:
+        raise ValueError(
+            f"Task '{task_name}': unknown loss name {identifier!r}. Use a name of "
+            "`keras.losses` (e.g. 'mse', 'binary_crossentropy'), a `keras.losses.Loss` or a "
+            f"function `loss(y_true, y_pred)`. Received: loss={identifier!r}"
+        ) from error
+    if isinstance(resolved, keras.losses.Loss) or callable(resolved):
+        return TaskLoss(resolved, identifier)
     raise TypeError(
         f"Task '{task_name}': the loss must be a Keras loss name, a `keras.losses.Loss` or "
         f"a function `loss(y_true, y_pred)`. Received: loss={identifier!r}"
     )
+
+
+_BY_SHAPE = ("crossentropy", "ce")
+
+
+class TaskLoss:
+    """A task's loss function without reduction, called as Keras calls it.
+
+    A `keras.losses.Loss` is called through its `call` (its own rank matching
+    included, reduction left out); a function gets the rank matching that Keras's
+    `compile` adds around it (`LossFunctionWrapper`).
+
+    Attributes:
+        loss: the resolved loss (`None` for `"crossentropy"`, resolved by shapes).
+        identifier: what the user gave.
+    """
+
+    def __init__(self, loss, identifier):
+        self.loss = loss
+        self.identifier = identifier
+
+    def sparse_categorical(self, label_shape=None, output_shape=None):
+        """Whether the loss takes class ids (sparse categorical crossentropy)."""
+        if self.loss is None:
+            if label_shape is None or output_shape is None:
+                return False
+            return _shapes_say_sparse(label_shape, output_shape)
+        if isinstance(self.loss, keras.losses.SparseCategoricalCrossentropy):
+            return True
+        return self.loss is keras.losses.sparse_categorical_crossentropy
+
+    def ignore_class(self):
+        """The `ignore_class` of a `SparseCategoricalCrossentropy`, or `None`."""
+        return getattr(self.loss, "ignore_class", None)
+
+    def __call__(self, y_true, y_pred):
+        loss = self.loss
+        if loss is None:
+            loss = _crossentropy_by_shape(y_true.shape, y_pred.shape)
+        if isinstance(loss, keras.losses.Loss):
+            return loss.call(y_true, y_pred)
+        y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
+        return loss(y_true, y_pred)
+
+
+def _shapes_say_sparse(label_shape, output_shape):
+    # keras/src/trainers/compile_utils.py `is_binary_or_sparse_categorical`.
+    label_shape, output_shape = tuple(label_shape), tuple(output_shape)
+    if not output_shape or output_shape[-1] == 1:
+        return False
+    return len(label_shape) < len(output_shape) or (bool(label_shape) and label_shape[-1] == 1)
+
+
+def _crossentropy_by_shape(label_shape, output_shape):
+    # As `keras.Model.compile(loss="crossentropy")` (compile_utils.get_loss).
+    if tuple(output_shape) and output_shape[-1] == 1:
+        return keras.losses.binary_crossentropy
+    if _shapes_say_sparse(label_shape, output_shape):
+        return keras.losses.sparse_categorical_crossentropy
+    return keras.losses.categorical_crossentropy
+
+
+def squeeze_or_expand_to_same_rank(y_true, y_pred):
+    """Keras's rank matching of labels and predictions before a loss function.
+
+    The same rule as `keras/src/losses/loss.py` `squeeze_or_expand_to_same_rank`
+    (private there): when the ranks differ by one and the longer one ends in an
+    axis of size 1, a rank-1 tensor gets that axis, otherwise the axis is dropped.
+    """
+    true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
+    if true_rank == pred_rank + 1 and y_true.shape[-1] == 1:
+        if pred_rank == 1:
+            y_pred = ops.expand_dims(y_pred, axis=-1)
+        else:
+            y_true = ops.squeeze(y_true, axis=-1)
+    elif pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
+        if true_rank == 1:
+            y_true = ops.expand_dims(y_true, axis=-1)
+        else:
+            y_pred = ops.squeeze(y_pred, axis=-1)
+    return y_true, y_pred
 
 
 def label_mask(y_true, mask_value=None):
@@ -58,6 +150,7 @@ def masked_task_loss(loss_fn, y_true, y_pred, mask_value=None, sample_weight=Non
     then dropped. With no labelled element the loss is exactly 0.
     """
     y_pred = ops.cast(y_pred, "float32")
+    y_true = ops.convert_to_tensor(y_true)
     present = label_mask(y_true, mask_value)
     y_safe = ops.where(present, y_true, ops.zeros_like(y_true))
     y_safe = ops.cast(y_safe, "float32")
@@ -82,13 +175,15 @@ def fit_sample_weight_rank(sample_weight, rank):
     return sample_weight
 
 
-def validate_labels(y, task_names, output_shapes):
+def validate_labels(y, task_names, output_shapes, task_losses=None):
     """Checks a label structure against the model's tasks before any step runs.
 
     Args:
         y: the labels: a dict keyed by task name (arrays, tensors or specs).
         task_names: the model's task names, in order.
         output_shapes: dict of each task's prediction shape.
+        task_losses: optional dict of each task's `TaskLoss`: labels with the
+            output's shape (one-hot) for a sparse loss are rejected.
 
     Raises:
         ValueError: naming the bad key or label and listing the task names.
@@ -141,6 +236,22 @@ def validate_labels(y, task_names, output_shapes):
                 "the output's shape, or the output's shape without its last axis (class "
                 "ids), optionally with a trailing axis of size 1. "
                 f"Tasks: {list(task_names)}. Received: y['{name}'].shape={label_shape}"
+            )
+        loss = None if task_losses is None else task_losses.get(name)
+        if (
+            loss is not None
+            and loss.sparse_categorical(label_shape, output_shape)
+            and len(label_shape) == len(output_shape)
+            and output_shape[-1] not in (None, 1)
+            and _dims_compatible(label_shape[1:], output_shape[1:])
+        ):
+            raise ValueError(
+                f"Labels for task '{name}' have the shape of its head's output "
+                f"{output_shape}, as one-hot labels do, but the task's loss is sparse "
+                "categorical crossentropy, which takes class ids (shape "
+                f"{output_shape[:-1]}). Pass class ids (`np.argmax(labels, axis=-1)`), or "
+                "use `keras.losses.CategoricalCrossentropy` for one-hot labels. "
+                f"Received: y['{name}'].shape={label_shape}"
             )
 
 
