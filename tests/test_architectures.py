@@ -17,6 +17,9 @@ import kerasmtl
 from kerasmtl import Task, layers, models, weighting
 from kerasmtl.testing import run_layer_test
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 BATCH = 8
 
 

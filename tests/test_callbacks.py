@@ -12,6 +12,9 @@ import kerasmtl
 from kerasmtl.callbacks import LossWeightScheduler
 from kerasmtl.weighting import DWA, FAMO, RLW, Equal, Fixed, GradNorm, LossRatio, NashMTL
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 RTOL = 1e-4
 
 

@@ -9,6 +9,9 @@ import kerasmtl
 from kerasmtl import Task
 from kerasmtl.weighting.base_weighting import Weighting
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 
 class DiagonalShare(Weighting):
     """A test strategy whose coefficients depend on the whole Gram matrix."""

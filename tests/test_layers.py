@@ -11,6 +11,9 @@ from keras import ops
 from kerasmtl import layers
 from kerasmtl.testing import run_layer_test, run_model_test
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 
 def _random(*shape, seed=0, scale=1.0):
     return (scale * np.random.default_rng(seed).standard_normal(shape)).astype("float32")

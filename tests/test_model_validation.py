@@ -13,6 +13,9 @@ import pytest
 import kerasmtl
 from kerasmtl import Task
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 # === Helpers ===
 
 

@@ -8,6 +8,9 @@ import kerasmtl
 from kerasmtl import models
 from kerasmtl.testing import run_model_test
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 # Keras's own MeanIoU asks JAX for int64 (truncated to int32 with x64 off), a warning of
 # Keras's metric, not of the kit: segment_and_detect logs a MeanIoU.
 _KERAS_MEAN_IOU_ON_JAX = pytest.mark.filterwarnings(
@@ -112,6 +115,11 @@ def test_classify_and_localize_contract(tmp_path):
     assert np.all((box >= 0.0) & (box <= 1.0))
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="a full keras.applications trunk compiles for 45-100 s on JAX's CPU; the matrix "
+    "covers applications trunks with tests/test_representation_trunks.py",
+)
 def test_classify_and_localize_with_applications_trunk(tmp_path):
     keras.utils.set_random_seed(0)
     trunk = keras.applications.MobileNetV3Small(

@@ -7,6 +7,9 @@ import pytest
 import kerasmtl
 from kerasmtl import Task
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 
 def _tasks(mask_a=None):
     return [
@@ -281,6 +284,11 @@ def test_task_validation():
     assert head.name == "t" and model.get_layer("t") is head
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="a full keras.applications trunk compiles for 45-100 s on JAX's CPU; the matrix "
+    "covers applications trunks with tests/test_representation_trunks.py",
+)
 def test_keras_applications_backbone_as_trunk(tmp_path):
     backbone = keras.applications.MobileNetV3Small(
         input_shape=(32, 32, 3),

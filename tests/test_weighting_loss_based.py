@@ -23,6 +23,9 @@ from kerasmtl.weighting import (
     Uncertainty,
 )
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 RTOL = 1e-4
 
 ALL_STRATEGIES = {

@@ -26,6 +26,9 @@ from kerasmtl.weighting import (
     PCGrad,
 )
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 CLOSED_FORM_RTOL = 1e-4
 STATEFUL_RTOL = 2e-3
 FLOAT32_EPS = float(np.finfo(np.float32).eps)

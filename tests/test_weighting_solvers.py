@@ -24,6 +24,9 @@ from kerasmtl.weighting.mgdaub import MGDAUB
 from kerasmtl.weighting.nash_mtl import NashMTL
 from kerasmtl.weighting.upgrad import UPGrad
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 RTOL = 2e-3  # iterative / float32 solvers against float64 references
 DIM = 16
 
