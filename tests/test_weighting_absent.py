@@ -83,8 +83,14 @@ EPOCH_FACTORIES = {
 SHARE_OF_K = {"grad_norm", "grad_norm_sgd", "dwa", "loss_ratio"}
 
 
+def _value(x):
+    """A tensor for `x`; variables through `.value` (NumPy's __array__ on a JAX
+    variable warns)."""
+    return x.value if isinstance(x, keras.Variable) else x
+
+
 def _numpy(x):
-    return np.asarray(ops.convert_to_numpy(x), dtype="float64")
+    return np.asarray(ops.convert_to_numpy(_value(x)), dtype="float64")
 
 
 def _jacobians(num_steps, seed):
@@ -103,7 +109,7 @@ def _jacobians(num_steps, seed):
 def _restrict(source, target):
     """Copies `source`'s (3-task) state into `target` (2-task), keeping tasks 0 and 2."""
     for variable, other in zip(source.variables, target.variables):
-        value = ops.convert_to_numpy(variable)
+        value = ops.convert_to_numpy(variable.value)
         if "seed_generator" in variable.path or value.ndim == 0:
             other.assign(value)
         elif value.ndim == 1:
@@ -113,7 +119,7 @@ def _restrict(source, target):
 
 
 def _state(strategy):
-    return {v.path.split("/")[-1]: ops.convert_to_numpy(v).copy() for v in strategy.weights}
+    return {v.path.split("/")[-1]: ops.convert_to_numpy(v.value).copy() for v in strategy.weights}
 
 
 def _assert_absent_state_unchanged(before, after):
@@ -250,8 +256,8 @@ def test_rlw_with_an_absent_task_is_rlw_on_the_present_entries_of_the_same_draw(
         assert weights[ABSENT] == 0.0
         np.testing.assert_allclose(weights[KEPT], expected, rtol=RTOL)
     np.testing.assert_array_equal(
-        ops.convert_to_numpy(strategy.seed_generator.state),
-        ops.convert_to_numpy(twin.seed_generator.state),
+        ops.convert_to_numpy(strategy.seed_generator.state.value),
+        ops.convert_to_numpy(twin.seed_generator.state.value),
     )
 
 

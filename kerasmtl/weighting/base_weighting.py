@@ -132,7 +132,8 @@ class Weighting(keras.layers.Layer):
     def save_own_variables(self, store):
         super().save_own_variables(store)
         for index, generator in enumerate(self._seed_generators):
-            store[f"seed_generator_{index}"] = generator.state
+            # The value, not the variable: NumPy's __array__ on a JAX variable warns.
+            store[f"seed_generator_{index}"] = ops.convert_to_numpy(generator.state.value)
 
     def load_own_variables(self, store):
         keys = list(store.keys())
