@@ -50,7 +50,7 @@ class DWA(EpochWeighting):
     >>> strategy.build((2,))
     >>> strategy.update([1.0, 1.0])
     >>> strategy.update([0.5, 0.9])  # task 2 falls more slowly: larger weight
-    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights)]
+    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights.value)]
     [0.9, 1.1]
     """
 

@@ -64,7 +64,7 @@ class LossRatio(EpochWeighting):
     >>> strategy.build((2,))
     >>> strategy.update([2.0, 1.0])  # the first epoch sets L(0)
     >>> strategy.update([0.5, 0.5])  # task 1 fell to 1/4, task 2 to 1/2
-    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights)]
+    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights.value)]
     [0.667, 1.333]
     """
 
