@@ -22,8 +22,13 @@ class LossWeightScheduler(keras.callbacks.Callback):
     Strategies without an epoch-level update (`Equal`, `Fixed`, the per-step ones)
     are left alone. If a needed log entry is missing (say `monitor="val_loss"`
     with no validation data), the callback warns once, listing the available
-    keys, and skips the update. If a task's loss is NaN or Inf, it warns once and
-    the strategy keeps that task's state as it was.
+    keys, and skips the update.
+
+    A task whose epoch loss is NaN or Inf is absent from that epoch: the model
+    logs NaN for a task with no labelled sample in the whole epoch (its
+    `{task}_loss` is a label-count-weighted mean over the steps where it had
+    labels). The strategy keeps that task's weight and state; the callback warns
+    once per task, naming it.
 
     The new weights are not added to the logs: the model already logs each
     task's mean effective weight as `{task}_weight`, and for an epoch-level
@@ -56,7 +61,8 @@ class LossWeightScheduler(keras.callbacks.Callback):
             )
         self.monitor = monitor
         self._warned_missing = False
-        self._warned_non_finite = False
+        # Tasks already named in a warning: each is named once.
+        self._warned_absent = set()
 
     def on_epoch_end(self, epoch, logs=None):
         strategy = getattr(self.model, "weighting", None)
@@ -78,14 +84,17 @@ class LossWeightScheduler(keras.callbacks.Callback):
                 )
             return
         losses = np.array([float(logs[key]) for key in keys], dtype="float32")
-        bad = [key for key, value in zip(keys, losses) if not np.isfinite(value)]
-        if bad and not self._warned_non_finite:
-            self._warned_non_finite = True
+        absent = [
+            name
+            for name, value in zip(self.model.task_names, losses)
+            if not np.isfinite(value) and name not in self._warned_absent
+        ]
+        if absent:
+            self._warned_absent.update(absent)
             warnings.warn(
-                f"Non-finite task losses at epoch {epoch}: "
-                f"{ {key: float(logs[key]) for key in bad} }. Those tasks keep the "
-                f"state they had in {strategy.__class__.__name__}; the other tasks "
-                "are updated.",
+                f"LossWeightScheduler: task(s) {absent} had no labelled sample or a "
+                f"non-finite loss in epoch {epoch}; those tasks keep their weights in "
+                f"{strategy.__class__.__name__}.",
                 stacklevel=2,
             )
         strategy.update(losses)

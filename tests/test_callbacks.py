@@ -149,7 +149,11 @@ def test_non_finite_epoch_loss_warns_once_and_keeps_that_tasks_state():
     scheduler.set_model(model)
     scheduler.on_epoch_end(0, {"loss": 3.0, "a_loss": 1.0, "b_loss": 2.0})
     scheduler.on_epoch_end(1, {"loss": 2.0, "a_loss": 0.5, "b_loss": 1.5})
-    with pytest.warns(UserWarning, match="Non-finite task losses at epoch 2") as record:
+    expected = (
+        r"\['b'\] had no labelled sample or a non-finite loss in epoch 2; "
+        "those tasks keep their weights"
+    )
+    with pytest.warns(UserWarning, match=expected) as record:
         scheduler.on_epoch_end(2, {"loss": np.nan, "a_loss": 0.4, "b_loss": np.nan})
         scheduler.on_epoch_end(3, {"loss": np.inf, "a_loss": 0.2, "b_loss": np.inf})
     assert len(record) == 1

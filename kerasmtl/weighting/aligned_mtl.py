@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import gram_utils
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, check_number_list, gram_inputs
 from kerasmtl.weighting.solvers import normalize_gram
 
 _SCALE_MODES = ("min", "median", "rmse")
@@ -46,6 +47,13 @@ class AlignedMTL(Weighting):
       weights (`scale_decoder_grad`); here the trainer weights the task losses
       by `a`, which scales the task-specific gradients by `a_k` always.
 
+    Absent tasks (no labelled sample in the batch, or a non-finite loss): their
+    zeroed Gram rows give zero eigenvalues, whose directions are dropped, so
+    the alignment runs on the present tasks' gradients only, with the default
+    `rtol = K_p * eps(float32)` for the `K_p` present tasks and their entries
+    of the preference vector: Aligned-MTL built on the present tasks alone.
+    The absent tasks get 0.
+
     Args:
         scale_mode: `"min"` (the paper), `"median"` or `"rmse"`.
         preference_vector: optional list of `K` task preferences `w` (default all
@@ -73,13 +81,18 @@ class AlignedMTL(Weighting):
                 f"`scale_mode` must be one of {list(_SCALE_MODES)}. "
                 f"Received: scale_mode={scale_mode!r}"
             )
-        if rtol is not None and not 0.0 <= rtol < 1.0:
-            raise ValueError(f"`rtol` must be None or in [0, 1). Received: rtol={rtol}")
+        owner = self.__class__.__name__
+        if rtol is not None:
+            rtol = check_number(rtol, "rtol", owner)
+            if not rtol < 1.0:
+                raise ValueError(
+                    f"{owner}: `rtol` must be None or in [0, 1). Received: rtol={rtol}"
+                )
         self.scale_mode = scale_mode
-        self.preference_vector = (
-            None if preference_vector is None else [float(p) for p in preference_vector]
+        self.preference_vector = check_number_list(
+            preference_vector, "preference_vector", owner
         )
-        self.rtol = None if rtol is None else float(rtol)
+        self.rtol = rtol
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -90,11 +103,12 @@ class AlignedMTL(Weighting):
             )
 
     def compute_weights_from_gram(self, gram, losses, present=None):
-        del losses
+        gram, _, present = gram_inputs(gram, losses, present)
         num_tasks = self.num_tasks
         gram = normalize_gram(gram)
         eigenvalues, eigenvectors = ops.eigh(gram)
-        rtol = num_tasks * _FLOAT32_EPS if self.rtol is None else self.rtol
+        count = ops.sum(ops.cast(present, "float32"))
+        rtol = count * _FLOAT32_EPS if self.rtol is None else self.rtol
         kept = eigenvalues > rtol * ops.max(eigenvalues)
         rank = ops.sum(ops.cast(kept, "int32"))
         kept_values = ops.where(kept, eigenvalues, 0.0)
@@ -115,7 +129,8 @@ class AlignedMTL(Weighting):
             preferences = ops.ones((num_tasks,), dtype="float32")
         else:
             preferences = ops.convert_to_tensor(self.preference_vector, dtype="float32")
-        return ops.matmul(balance, preferences)
+        coefficients = ops.matmul(balance, ops.where(present, preferences, 0.0))
+        return ops.where(present, coefficients, 0.0)
 
     def get_config(self):
         return {

@@ -2,7 +2,7 @@
 
 from keras import ops
 
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, masked_softmax
 
 
 class EpochWeighting(Weighting):
@@ -12,12 +12,26 @@ class EpochWeighting(Weighting):
     end of each epoch; the step function only reads the `loss_weights` variable,
     so it is traced once and the new weights apply from the next epoch on.
 
-    A non-finite epoch loss (NaN or Inf) leaves that task's state as it was: the
-    subclass gets a boolean `finite` mask and keeps the old values of masked
-    tasks with `ops.where`. New weights that would not be finite are not assigned.
-    The strategies compare losses by their ratios, which need losses >= 0: a
-    negative loss counts as 0. Subclasses implement `update_state(losses, finite)`,
-    which assigns their own variables and returns the new `(num_tasks,)` weights.
+    The weights are `K * softmax(logits)` over the tasks, with per-task logits
+    that each subclass derives from its loss history. Subclasses implement
+    `update_state(losses, present)`, which assigns their own variables (for the
+    present tasks only) and returns the new `(num_tasks,)` logits.
+
+    Absent tasks. A task is absent from an epoch when its epoch loss is NaN or
+    Inf: the model logs NaN for a task with no labelled sample in the whole
+    epoch (its `{task}_loss` is a label-count-weighted mean, so steps without
+    labels add nothing to it), and a non-finite loss means the same here. An
+    absent task keeps its weight and its state (no loss stored). The present
+    tasks share the rest of the total `K`, in the proportions of the softmax
+    over the present tasks' logits:
+
+        w_k = (K - sum_{j absent} w_j) * softmax_{present}(logits)_k.
+
+    When the absent tasks' kept weights are 1 (e.g. absent since the first
+    epoch), this is exactly the strategy built on the present tasks alone. If
+    every task is absent nothing changes. New weights that would not be finite
+    are not assigned. The strategies compare losses by their ratios, which need
+    losses >= 0: a negative loss counts as 0.
     """
 
     def build(self, losses_shape):
@@ -46,14 +60,18 @@ class EpochWeighting(Weighting):
                 f"task, in the model's task order. Received: epoch_losses.shape="
                 f"{tuple(losses.shape)}"
             )
-        finite = ops.isfinite(losses)
-        weights = self.update_state(ops.where(finite, ops.maximum(losses, 0.0), 0.0), finite)
+        present = ops.isfinite(losses)
+        logits = self.update_state(ops.where(present, ops.maximum(losses, 0.0), 0.0), present)
+        old = ops.convert_to_tensor(self.loss_weights)
+        kept = ops.sum(ops.where(present, 0.0, old))
+        share = ops.maximum(self.num_tasks - kept, 0.0)
+        weights = ops.where(present, share * masked_softmax(logits, present), old)
         # The subclasses guard each task, so this only catches overflow (a huge loss
         # ratio); the old weights are kept rather than storing a NaN.
-        weights = ops.where(ops.all(ops.isfinite(weights)), weights, self.loss_weights)
+        weights = ops.where(ops.all(ops.isfinite(weights)), weights, old)
         self.loss_weights.assign(weights)
 
-    def update_state(self, losses, finite):
+    def update_state(self, losses, present):
         raise NotImplementedError(
-            f"{self.__class__.__name__} must implement `update_state(losses, finite)`."
+            f"{self.__class__.__name__} must implement `update_state(losses, present)`."
         )

@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import solvers
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
 # ||g_w||^2 / max_k ||g_k||^2 below this is numerically zero (float32 Gram matrix).
 _DEGENERATE_NORM_SQUARED = 1e-8
@@ -41,6 +42,11 @@ class CAGrad(Weighting):
     undefined: the update falls back to `d = g0` (LibMTL divides by
     `||g_w|| + 1e-8` instead, which gives arbitrary huge coefficients).
 
+    Absent tasks (no labelled sample in the batch, or a non-finite loss):
+    CAGrad runs on the `K_p` present tasks only, as CAGrad built on them: `g0`
+    is their mean gradient (`1 / K_p` each), the dual is solved on their
+    simplex, and the absent tasks get 0.
+
     Args:
         c: the radius ratio `c >= 0` (LibMTL's `calpha`, whose command-line
             default is 0.5); 0.4 by default.
@@ -64,26 +70,31 @@ class CAGrad(Weighting):
 
     def __init__(self, c=0.4, rescale=1, num_iterations=2000, **kwargs):
         super().__init__(**kwargs)
-        if not float(c) >= 0.0:
-            raise ValueError(f"`c` must be a non-negative float. Received: c={c}")
+        owner = self.__class__.__name__
+        self.c = check_number(c, "c", owner)
+        rescale = check_number(rescale, "rescale", owner, integer=True)
         if rescale not in (0, 1, 2):
-            raise ValueError(f"`rescale` must be 0, 1 or 2. Received: rescale={rescale!r}")
-        self.c = float(c)
-        self.rescale = int(rescale)
-        self.num_iterations = int(num_iterations)
+            raise ValueError(f"{owner}: `rescale` must be 0, 1 or 2. Received: rescale={rescale!r}")
+        self.rescale = rescale
+        self.num_iterations = check_number(
+            num_iterations, "num_iterations", owner, minimum=1, integer=True
+        )
 
     def compute_weights_from_gram(self, gram, losses, present=None):
-        num = self.num_tasks or gram.shape[-1]
+        gram, _, present = gram_inputs(gram, losses, present)
+        mean_weights = ops.cast(present, "float32")
+        mean_weights = mean_weights / ops.maximum(ops.sum(mean_weights), 1.0)
         weights, gram = solvers.conflict_averse_dual(
-            ops.cast(gram, "float32"), self.c, num_iterations=self.num_iterations
+            gram, self.c, num_iterations=self.num_iterations, mask=present
         )
-        radius = self.c * ops.sqrt(ops.maximum(ops.mean(gram), 0.0))
+        mean_norm_squared = ops.sum(ops.matmul(gram, mean_weights) * mean_weights)
+        radius = self.c * ops.sqrt(ops.maximum(mean_norm_squared, 0.0))
         norm_squared = ops.maximum(ops.sum(ops.matmul(gram, weights) * weights), 0.0)
         degenerate = norm_squared < _DEGENERATE_NORM_SQUARED
         step = ops.where(
             degenerate, 0.0, radius / ops.sqrt(ops.where(degenerate, 1.0, norm_squared))
         )
-        coefficients = 1.0 / num + step * weights
+        coefficients = mean_weights + step * weights
         if self.rescale == 1:
             coefficients = coefficients / (1.0 + self.c**2)
         elif self.rescale == 2:

@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import gram_utils
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -51,6 +52,11 @@ class DBMTL(Weighting):
       counter) unchanged.
     - LibMTL refuses representation gradients for DB-MTL; here any Gram matrix
       the trainer gives works.
+    - Absent tasks (no labelled sample in the batch, or a non-finite loss): the
+      common magnitude `M` is the largest EMA among the present tasks, an
+      absent task's EMA does not move and it gets 0; the step counter `t`
+      counts the steps with a present task. This is DB-MTL built on the present
+      tasks alone.
 
     Args:
         beta: EMA factor of the gradient norms.
@@ -73,15 +79,13 @@ class DBMTL(Weighting):
 
     def __init__(self, beta=0.9, beta_sigma=0.0, epsilon=1e-8, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"`beta` must be in [0, 1). Received: beta={beta}")
-        if beta_sigma < 0.0:
-            raise ValueError(f"`beta_sigma` must be >= 0. Received: beta_sigma={beta_sigma}")
-        if epsilon <= 0.0:
-            raise ValueError(f"`epsilon` must be > 0. Received: epsilon={epsilon}")
-        self.beta = float(beta)
-        self.beta_sigma = float(beta_sigma)
-        self.epsilon = float(epsilon)
+        owner = self.__class__.__name__
+        beta = check_number(beta, "beta", owner)
+        if not beta < 1.0:
+            raise ValueError(f"{owner}: `beta` must be in [0, 1). Received: beta={beta}")
+        self.beta = beta
+        self.beta_sigma = check_number(beta_sigma, "beta_sigma", owner)
+        self.epsilon = check_number(epsilon, "epsilon", owner, allow_minimum=False)
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -92,26 +96,32 @@ class DBMTL(Weighting):
             name="norm_averages",
         )
         self.iterations = self.add_weight(
-            shape=(), initializer="zeros", dtype="int64", trainable=False, name="iterations"
+            shape=(), initializer="zeros", dtype="int32", trainable=False, name="iterations"
         )
 
     def compute_weights_from_gram(self, gram, losses, present=None):
+        gram, losses, present = gram_inputs(gram, losses, present)
         gram = gram_utils.symmetric_gram(gram)
-        losses = ops.cast(losses, "float32")
-        step = ops.cast(self.iterations + 1, "float32")
+        iterations = ops.convert_to_tensor(self.iterations)
+        step = ops.cast(iterations + 1, "float32")
         decay = self.beta / ops.power(step, self.beta_sigma)
         scales = ops.abs(losses) + self.epsilon
         sq_norms = gram_utils.squared_norms(gram)
-        nonzero = gram_utils.nonzero_mask(sq_norms)
+        nonzero = ops.logical_and(gram_utils.nonzero_mask(sq_norms), present)
         log_norms = ops.sqrt(sq_norms) / scales
-        averages = decay * ops.convert_to_tensor(self.norm_averages) + (1.0 - decay) * log_norms
-        magnitude = gram_utils.safe_divide(ops.max(averages), log_norms, nonzero)
+        old_averages = ops.convert_to_tensor(self.norm_averages)
+        averages = ops.where(
+            present, decay * old_averages + (1.0 - decay) * log_norms, old_averages
+        )
+        largest = ops.max(ops.where(present, averages, 0.0))
+        magnitude = gram_utils.safe_divide(largest, log_norms, nonzero)
         magnitude = ops.where(nonzero, magnitude, 1.0)
         # A non-finite step (NaN loss or gradient) leaves the state unchanged.
         finite = gram_utils.all_finite(gram, losses)
-        self.norm_averages.assign(ops.where(finite, averages, self.norm_averages))
-        self.iterations.assign_add(ops.cast(finite, "int64"))
-        return magnitude / scales
+        self.norm_averages.assign(ops.where(finite, averages, old_averages))
+        counted = ops.logical_and(finite, ops.any(present))
+        self.iterations.assign(iterations + ops.cast(counted, "int32"))
+        return ops.where(present, magnitude / scales, 0.0)
 
     def get_config(self):
         return {

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting.base_epoch_weighting import EpochWeighting
 
 
@@ -30,6 +31,13 @@ class DWA(EpochWeighting):
     whose loss for task `k` is NaN or Inf is skipped for that task (its ratio is
     the last one it had, or 1), so one bad epoch cannot make a weight non-finite.
 
+    Absent tasks: a task with no labelled sample (or a non-finite loss) in a
+    whole epoch keeps its weight and its loss history; the present tasks share
+    the rest of `K` in DWA's proportions (see the base class,
+    `EpochWeighting`): the weights of the strategy on the present tasks alone
+    when the absent ones kept weight 1. Within an epoch, a step without a task
+    gives it weight 0 and leaves the others' weights as they are.
+
     Args:
         temperature: the softmax temperature `T` (the paper uses 2). Larger values
             make the weights more equal.
@@ -42,16 +50,15 @@ class DWA(EpochWeighting):
     >>> strategy.build((2,))
     >>> strategy.update([1.0, 1.0])
     >>> strategy.update([0.5, 0.9])  # task 2 falls more slowly: larger weight
-    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights)]
+    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights.value)]
     [0.9, 1.1]
     """
 
     def __init__(self, temperature=2.0, epsilon=1e-8, **kwargs):
         super().__init__(**kwargs)
-        if temperature <= 0:
-            raise ValueError(f"`temperature` must be positive. Received: temperature={temperature}")
-        self.temperature = float(temperature)
-        self.epsilon = float(epsilon)
+        owner = self.__class__.__name__
+        self.temperature = check_number(temperature, "temperature", owner, allow_minimum=False)
+        self.epsilon = check_number(epsilon, "epsilon", owner, allow_minimum=False)
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -74,15 +81,16 @@ class DWA(EpochWeighting):
             name="epochs_seen",
         )
 
-    def update_state(self, losses, finite):
-        older = ops.where(finite, self.previous_losses, self.older_losses)
-        previous = ops.where(finite, losses, self.previous_losses)
-        seen = self.epochs_seen + ops.cast(finite, "float32")
+    def update_state(self, losses, present):
+        previous = ops.convert_to_tensor(self.previous_losses)
+        older = ops.where(present, previous, ops.convert_to_tensor(self.older_losses))
+        previous = ops.where(present, losses, previous)
+        seen = ops.convert_to_tensor(self.epochs_seen) + ops.cast(present, "float32")
         self.older_losses.assign(older)
         self.previous_losses.assign(previous)
         self.epochs_seen.assign(seen)
         ratios = ops.where(seen >= 2.0, (previous + self.epsilon) / (older + self.epsilon), 1.0)
-        return self.num_tasks * ops.softmax(ratios / self.temperature)
+        return ratios / self.temperature
 
     def get_config(self):
         return {

@@ -14,6 +14,9 @@ class Equal(Weighting):
     outputs, so a two-task model compiled with no weights matches
     `keras.Model.compile(loss={...})` exactly.
 
+    Absent tasks get weight 0; the present tasks keep weight 1 (no
+    renormalisation), which is `Equal` built on the present tasks alone.
+
     Example:
 
     >>> strategy = Equal()

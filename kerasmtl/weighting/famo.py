@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.checks import check_number
+from kerasmtl.weighting.base_weighting import (
+    Weighting,
+    masked_softmax,
+    num_present,
+    present_tasks,
+)
 
 # PyTorch's Adam defaults, used by the official FAMO implementation for the logits.
 _BETA_1 = 0.9
@@ -58,8 +64,18 @@ class FAMO(Weighting):
     - The official code also clips the shared gradient norm to 1; that is the
       optimizer's job here (`clipnorm=1.0`), not the strategy's.
     - Losses must be >= 0 (FAMO assumes positive losses; a negative loss counts as
-      0). A NaN or Inf loss gets weight 0 and leaves that task's logit, Adam
-      moments and stored loss unchanged (selected with `ops.where` in the step).
+      0).
+    - Absent tasks (no labelled sample in the batch, or a NaN or Inf loss): FAMO
+      runs on the `K_p` present tasks only: `z` is the softmax of the present
+      tasks' logits, the weights `K_p c z_k / L_k` sum to `K_p`, and the logits
+      update uses the present tasks' softmax. An absent task gets weight 0 (its
+      loss 0 is never read: `z_k / L_k` would give it nearly all the weight) and
+      its logit, Adam moments, Adam step count and stored loss do not change;
+      its next `delta` compares with its last present step. So a step with a
+      task absent is the step of FAMO built on the present tasks alone. The
+      Adam step count is kept per task (the official code has one for the
+      logit vector; they agree while every task is present).
+    - One task: the weight is 1 and no softmax is taken.
 
     The logits and the stored losses are variables updated with `assign`: they are
     not trained by the model's optimizer, are saved with the model and restored by
@@ -96,9 +112,12 @@ class FAMO(Weighting):
                 "`logits_optimizer` must be 'adam' (the official FAMO code) or 'sgd' "
                 f"(the paper's Algorithm 1). Received: logits_optimizer={logits_optimizer!r}"
             )
-        self.learning_rate = float(learning_rate)
-        self.weight_decay = float(weight_decay)
-        self.epsilon = float(epsilon)
+        owner = self.__class__.__name__
+        self.learning_rate = check_number(
+            learning_rate, "learning_rate", owner, allow_minimum=False
+        )
+        self.weight_decay = check_number(weight_decay, "weight_decay", owner)
+        self.epsilon = check_number(epsilon, "epsilon", owner, allow_minimum=False)
         self.logits_optimizer = logits_optimizer
 
     def build(self, losses_shape):
@@ -115,66 +134,72 @@ class FAMO(Weighting):
         if self.logits_optimizer == "adam":
             self.logits_momentum = state("logits_momentum")
             self.logits_velocity = state("logits_velocity")
+            # Per task: an absent task's moments do not move, so neither does its
+            # bias correction. int32: JAX warns on int64 (x64 disabled).
             self.iterations = self.add_weight(
-                shape=(),
+                shape=(self.num_tasks,),
                 initializer="zeros",
                 trainable=False,
-                dtype="int64",
+                dtype="int32",
                 name="iterations",
             )
 
     def compute_weights(self, losses, present=None):
-        safe, finite = _clean(losses)
-        return self._weights(ops.convert_to_tensor(self.logits), safe, finite)
+        present = present_tasks(losses, present)
+        safe = _clean(losses, present)
+        return self._weights(ops.convert_to_tensor(self.logits), safe, present)
 
     def combine(self, losses, training=True, present=None):
         losses = ops.cast(losses, "float32")
-        safe, finite = _clean(losses)
+        present = present_tasks(losses, present)
+        safe = _clean(losses, present)
         logits = ops.convert_to_tensor(self.logits)
         if training:
-            logits = self._update_logits(logits, safe, finite)
-            self.previous_losses.assign(ops.where(finite, safe, self.previous_losses))
-            self.has_previous_loss.assign(
-                ops.where(finite, 1.0, ops.convert_to_tensor(self.has_previous_loss))
+            logits = self._update_logits(logits, safe, present)
+            self.previous_losses.assign(
+                ops.where(present, safe, ops.convert_to_tensor(self.previous_losses))
             )
-        weights = self._weights(logits, safe, finite)
-        return ops.sum(ops.where(finite, weights * losses, 0.0)), weights
+            self.has_previous_loss.assign(
+                ops.where(present, 1.0, ops.convert_to_tensor(self.has_previous_loss))
+            )
+        weights = self._weights(logits, safe, present)
+        return ops.sum(ops.where(present, weights * losses, 0.0)), weights
 
-    def _weights(self, logits, safe, finite):
-        probabilities = ops.softmax(logits)
-        inverse = ops.where(finite, probabilities / (safe + self.epsilon), 0.0)
+    def _weights(self, logits, safe, present):
+        count = num_present(present)
+        probabilities = masked_softmax(logits, present)
+        inverse = ops.where(present, probabilities / (safe + self.epsilon), 0.0)
         norm = ops.sum(inverse)
         weights = ops.where(
             norm > 0.0,
-            self.num_tasks * inverse / ops.maximum(norm, 1e-30),
-            self.num_tasks * probabilities,
+            count * inverse / ops.maximum(norm, 1e-30),
+            count * probabilities,
         )
         return ops.stop_gradient(weights)
 
-    def _update_logits(self, logits, safe, finite):
-        valid = ops.logical_and(finite, self.has_previous_loss > 0.5)
+    def _update_logits(self, logits, safe, present):
+        has_previous = ops.convert_to_tensor(self.has_previous_loss) > 0.5
+        valid = ops.logical_and(present, has_previous)
+        previous = ops.convert_to_tensor(self.previous_losses)
         delta = ops.where(
-            valid,
-            ops.log(self.previous_losses + self.epsilon) - ops.log(safe + self.epsilon),
-            0.0,
+            valid, ops.log(previous + self.epsilon) - ops.log(safe + self.epsilon), 0.0
         )
-        probabilities = ops.softmax(logits)
+        # The softmax of the game of the present tasks, as FAMO on them alone.
+        probabilities = masked_softmax(logits, present)
         # The vector-Jacobian product of softmax: grad_xi (z . delta).
         gradient = probabilities * (delta - ops.sum(probabilities * delta))
         gradient = ops.where(valid, gradient + self.weight_decay * logits, 0.0)
         if self.logits_optimizer == "sgd":
             step = self.learning_rate * gradient
         else:
-            iterations = self.iterations + ops.cast(ops.any(valid), "int64")
+            iterations = ops.convert_to_tensor(self.iterations) + ops.cast(valid, "int32")
+            old_momentum = ops.convert_to_tensor(self.logits_momentum)
+            old_velocity = ops.convert_to_tensor(self.logits_velocity)
             momentum = ops.where(
-                valid,
-                _BETA_1 * self.logits_momentum + (1.0 - _BETA_1) * gradient,
-                self.logits_momentum,
+                valid, _BETA_1 * old_momentum + (1.0 - _BETA_1) * gradient, old_momentum
             )
             velocity = ops.where(
-                valid,
-                _BETA_2 * self.logits_velocity + (1.0 - _BETA_2) * gradient**2,
-                self.logits_velocity,
+                valid, _BETA_2 * old_velocity + (1.0 - _BETA_2) * gradient**2, old_velocity
             )
             count = ops.cast(ops.maximum(iterations, 1), "float32")
             step = (
@@ -199,8 +224,7 @@ class FAMO(Weighting):
         }
 
 
-def _clean(losses):
-    """Returns `(safe, finite)`: losses clipped to >= 0 with 0 where not finite."""
+def _clean(losses, present):
+    """The losses clipped to >= 0, with 0 (never read) for the absent tasks."""
     losses = ops.stop_gradient(ops.cast(losses, "float32"))
-    finite = ops.isfinite(losses)
-    return ops.where(finite, ops.maximum(losses, 0.0), 0.0), finite
+    return ops.where(present, ops.maximum(losses, 0.0), 0.0)

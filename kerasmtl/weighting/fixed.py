@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, check_number_list
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -12,6 +12,10 @@ class Fixed(Weighting):
 
     The weights live in a non-trainable variable, so a callback can change them
     during `fit` with `assign` and the train function is not traced again.
+
+    Absent tasks get weight 0; the present tasks keep their own weights (they
+    are not renormalised to make up for the absent ones), which is `Fixed` built
+    on the present tasks' weights alone.
 
     Args:
         weights: a list of floats in task order, or `None` for all ones.
@@ -29,7 +33,8 @@ class Fixed(Weighting):
 
     def __init__(self, weights=None, **kwargs):
         super().__init__(**kwargs)
-        self.weights_init = None if weights is None else [float(w) for w in weights]
+        weights = check_number_list(weights, "weights", "Fixed")
+        self.weights_init = weights
 
     def build(self, losses_shape):
         super().build(losses_shape)

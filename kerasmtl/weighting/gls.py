@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.checks import check_number
+from kerasmtl.weighting.base_weighting import Weighting, num_present, present_tasks
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -24,9 +25,13 @@ class GLS(Weighting):
     large but finite, where the exact gradient would be infinite); the paper and
     LibMTL take the product directly. Negative losses count as 0.
 
-    The returned weights are the exact gradient of the returned total. With a NaN
-    or Inf task loss the total is not finite; the reported weights are then those
-    of the geometric mean of the finite losses alone, and 0 for the others.
+    The returned weights are the exact gradient of the returned total.
+
+    Absent tasks (no labelled sample, or a NaN or Inf loss) are left out: the
+    total is the geometric mean of the `K_p` present tasks' losses (`K_p` in
+    place of `K` above), exactly GLS on the present tasks alone, and the absent
+    tasks get weight 0 (their loss 0 is never read: it would pull the geometric
+    mean to 0). With no task present the total and the weights are 0.
 
     Args:
         epsilon: added to every loss inside the logarithm.
@@ -43,25 +48,28 @@ class GLS(Weighting):
 
     def __init__(self, epsilon=1e-7, **kwargs):
         super().__init__(**kwargs)
-        self.epsilon = float(epsilon)
+        self.epsilon = check_number(
+            epsilon, "epsilon", self.__class__.__name__, allow_minimum=False
+        )
 
     def combine(self, losses, training=True, present=None):
         del training  # the same total in train and test steps
         losses = ops.cast(losses, "float32")
-        finite = ops.isfinite(losses)
-        shifted = ops.maximum(ops.where(finite, losses, 0.0), 0.0) + self.epsilon
-        # The geometric mean of the finite task losses; a non-finite one is left out.
-        count = ops.maximum(ops.sum(ops.cast(finite, "float32")), 1.0)
-        total = ops.exp(ops.sum(ops.where(finite, ops.log(shifted), 0.0)) / count)
-        return total, self.compute_weights(losses)
+        present = present_tasks(losses, present)
+        shifted = ops.maximum(ops.where(present, losses, 0.0), 0.0) + self.epsilon
+        # The geometric mean of the present tasks' losses; the others are left out.
+        count = ops.maximum(num_present(present), 1.0)
+        total = ops.exp(ops.sum(ops.where(present, ops.log(shifted), 0.0)) / count)
+        total = ops.where(ops.any(present), total, 0.0)
+        return total, self.compute_weights(losses, present)
 
     def compute_weights(self, losses, present=None):
         losses = ops.stop_gradient(ops.cast(losses, "float32"))
-        finite = ops.isfinite(losses)
-        count = ops.maximum(ops.sum(ops.cast(finite, "float32")), 1.0)
-        log_shifted = ops.log(ops.where(finite, ops.maximum(losses, 0.0), 0.0) + self.epsilon)
-        log_total = ops.sum(ops.where(finite, log_shifted, 0.0)) / count
-        return ops.where(finite, ops.exp(log_total - log_shifted) / count, 0.0)
+        present = present_tasks(losses, present)
+        count = ops.maximum(num_present(present), 1.0)
+        log_shifted = ops.log(ops.where(present, ops.maximum(losses, 0.0), 0.0) + self.epsilon)
+        log_total = ops.sum(ops.where(present, log_shifted, 0.0)) / count
+        return ops.where(present, ops.exp(log_total - log_shifted) / count, 0.0)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

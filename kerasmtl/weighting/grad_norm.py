@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import gram_utils
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, gram_inputs, num_present
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -54,6 +55,15 @@ class GradNorm(Weighting):
       (so `L(0)` is taken from the first finite step).
     - `w` is a non-trainable variable changed by `assign` (the model's optimizer
       never sees it); it is saved with the strategy.
+    - Absent tasks (no labelled sample in the batch, or a non-finite loss): the
+      mean norm `G_bar`, the ratios' mean and the update run over the present
+      tasks only; an absent task keeps its weight, its `L_i(0)` (taken at its
+      first present step), its Adam moments and its step count (kept per task,
+      for Adam's bias correction), and gets weight 0 in this step. The
+      renormalisation gives the present tasks the total `K` minus the absent
+      tasks' weights, so the sum stays `K`; with absent weights of 1 (e.g.
+      absent since the start) this is GradNorm built on the present tasks
+      alone.
 
     Args:
         alpha: asymmetry, the strength of the restoring force toward a common
@@ -86,17 +96,12 @@ class GradNorm(Weighting):
                 f"`optimizer` must be 'adam' or 'sgd'. Received: optimizer={optimizer!r}"
             )
         self.optimizer = optimizer
-        if alpha < 0.0:
-            raise ValueError(f"`alpha` must be >= 0. Received: alpha={alpha}")
-        if learning_rate <= 0.0:
-            raise ValueError(
-                f"`learning_rate` must be > 0. Received: learning_rate={learning_rate}"
-            )
-        if min_weight <= 0.0:
-            raise ValueError(f"`min_weight` must be > 0. Received: min_weight={min_weight}")
-        self.alpha = float(alpha)
-        self.learning_rate = float(learning_rate)
-        self.min_weight = float(min_weight)
+        owner = self.__class__.__name__
+        self.alpha = check_number(alpha, "alpha", owner)
+        self.learning_rate = check_number(
+            learning_rate, "learning_rate", owner, allow_minimum=False
+        )
+        self.min_weight = check_number(min_weight, "min_weight", owner, allow_minimum=False)
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -106,8 +111,13 @@ class GradNorm(Weighting):
         self.initial_losses = self.add_weight(
             shape=(self.num_tasks,), initializer="zeros", trainable=False, name="initial_losses"
         )
+        # Per task (an absent task's moments do not move); int32: JAX warns on int64.
         self.iterations = self.add_weight(
-            shape=(), initializer="zeros", dtype="int64", trainable=False, name="iterations"
+            shape=(self.num_tasks,),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            name="iterations",
         )
         if self.optimizer == "adam":
             self.first_moment = self.add_weight(
@@ -119,42 +129,57 @@ class GradNorm(Weighting):
 
     def compute_weights_from_gram(self, gram, losses, present=None):
         num_tasks = self.num_tasks
+        gram, losses, present = gram_inputs(gram, losses, present)
         gram = gram_utils.symmetric_gram(gram)
-        losses = ops.cast(losses, "float32")
-        initial = ops.where(self.iterations == 0, losses, self.initial_losses)
+        count = ops.maximum(num_present(present), 1.0)
+        iterations = ops.convert_to_tensor(self.iterations)
+        old_initial = ops.convert_to_tensor(self.initial_losses)
+        first_step = ops.logical_and(present, iterations == 0)
+        initial = ops.where(first_step, losses, old_initial)
         # A copy: returning the variable itself would show the post-update values in eager mode.
-        weights = ops.copy(self.loss_weights)
+        weights = ops.copy(ops.convert_to_tensor(self.loss_weights))
         norms = ops.sqrt(gram_utils.squared_norms(gram))
         weighted_norms = weights * norms
-        mean_norm = ops.mean(weighted_norms)
+        mean_norm = ops.sum(ops.where(present, weighted_norms, 0.0)) / count
         ratios = gram_utils.safe_divide(losses, initial, initial != 0.0)
         ratios = ops.maximum(ops.where(initial != 0.0, ratios, 1.0), 0.0)
-        mean_ratio = ops.mean(ratios)
+        ratios = ops.where(present, ratios, 0.0)
+        mean_ratio = ops.sum(ratios) / count
         rates = ops.where(
             mean_ratio > 0.0, gram_utils.safe_divide(ratios, mean_ratio, mean_ratio > 0.0), 1.0
         )
         targets = mean_norm * ops.power(rates, self.alpha)
         gradient = ops.sign(weighted_norms - targets) * norms
-        # A non-finite step (NaN loss or gradient) leaves the state unchanged.
+        # A non-finite step (NaN loss or gradient) leaves the state unchanged; an
+        # absent task's state never changes.
         finite = gram_utils.all_finite(gram, losses)
+        update = ops.logical_and(present, finite)
+        gradient = ops.where(update, gradient, 0.0)
+        counts = iterations + ops.cast(update, "int32")
         if self.optimizer == "adam":
-            gradient = ops.where(finite, gradient, 0.0)
-            first = 0.9 * self.first_moment + 0.1 * gradient
-            second = 0.999 * self.second_moment + 0.001 * ops.square(gradient)
-            step = ops.cast(self.iterations + 1, "float32")
+            old_first = ops.convert_to_tensor(self.first_moment)
+            old_second = ops.convert_to_tensor(self.second_moment)
+            first = ops.where(update, 0.9 * old_first + 0.1 * gradient, old_first)
+            second = ops.where(
+                update, 0.999 * old_second + 0.001 * ops.square(gradient), old_second
+            )
+            step = ops.cast(ops.maximum(counts, 1), "float32")
             first_hat = first / (1.0 - ops.power(0.9, step))
             second_hat = second / (1.0 - ops.power(0.999, step))
-            delta = first_hat / (ops.sqrt(second_hat) + 1e-8)
-            self.first_moment.assign(ops.where(finite, first, self.first_moment))
-            self.second_moment.assign(ops.where(finite, second, self.second_moment))
+            delta = ops.where(update, first_hat / (ops.sqrt(second_hat) + 1e-8), 0.0)
+            self.first_moment.assign(first)
+            self.second_moment.assign(second)
         else:
             delta = gradient
         updated = ops.maximum(weights - self.learning_rate * delta, self.min_weight)
-        updated = num_tasks * updated / ops.sum(updated)
+        # The present tasks share what the absent ones do not keep: the sum stays K.
+        share = num_tasks - ops.sum(ops.where(present, 0.0, weights))
+        total = ops.sum(ops.where(present, updated, 0.0))
+        updated = ops.where(present, share * updated / ops.maximum(total, 1e-30), weights)
         self.loss_weights.assign(ops.where(finite, updated, weights))
-        self.initial_losses.assign(ops.where(finite, initial, self.initial_losses))
-        self.iterations.assign_add(ops.cast(finite, "int64"))
-        return weights
+        self.initial_losses.assign(ops.where(finite, initial, old_initial))
+        self.iterations.assign(counts)
+        return ops.where(present, weights, 0.0)
 
     def get_config(self):
         return {

@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import gram_utils
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, check_seed, gram_inputs
 from kerasmtl.weighting.solvers import normalize_gram
 
 # Largest |target| used in the update: the correction divides by sqrt(1 - target^2).
@@ -48,7 +49,13 @@ class GradVac(Weighting):
       the pair: no correction and no target update. A step with a non-finite
       Gram matrix leaves the targets unchanged.
     - The random order is drawn per task and step from a seeded
-      `keras.random.SeedGenerator`; `shuffle=False` uses index order.
+      `keras.random.SeedGenerator`, whose state is saved with the strategy (see
+      `Weighting`); `shuffle=False` uses index order.
+    - Absent tasks (no labelled sample in the batch, or a non-finite loss): no
+      pair with an absent task is corrected or updates its target (the
+      targets of those pairs stay as they were), the absent tasks get 0, and
+      the present tasks are visited in the order the draw gives them: GradVac
+      on the present tasks alone, with their targets.
 
     Args:
         beta: EMA rate of the similarity targets (paper: `1e-2`).
@@ -71,12 +78,14 @@ class GradVac(Weighting):
 
     def __init__(self, beta=1e-2, shuffle=True, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"`beta` must be in [0, 1]. Received: beta={beta}")
-        self.beta = float(beta)
+        owner = self.__class__.__name__
+        beta = check_number(beta, "beta", owner)
+        if not beta <= 1.0:
+            raise ValueError(f"{owner}: `beta` must be in [0, 1]. Received: beta={beta}")
+        self.beta = beta
         self.shuffle = bool(shuffle)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = check_seed(seed, owner)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -88,13 +97,13 @@ class GradVac(Weighting):
         )
 
     def compute_weights_from_gram(self, gram, losses, present=None):
-        del losses
-        num_tasks = self.num_tasks
+        gram, _, present = gram_inputs(gram, losses, present)
         finite = gram_utils.all_finite(gram)
+        num_tasks = self.num_tasks
         gram = normalize_gram(gram)
         sq_norms = gram_utils.squared_norms(gram)
         norms = ops.sqrt(sq_norms)
-        nonzero = gram_utils.nonzero_mask(sq_norms)
+        nonzero = ops.logical_and(gram_utils.nonzero_mask(sq_norms), present)
         zero_floor = gram_utils.ZERO_NORM_RTOL * ops.max(norms)
         targets = ops.convert_to_tensor(self.similarity_targets)
         orders = gram_utils.other_task_orders(num_tasks, self.shuffle, self.seed_generator)
@@ -108,7 +117,7 @@ class GradVac(Weighting):
                 ops.maximum(ops.sum(ops.matmul(coefficients, gram) * coefficients, axis=1), 0.0)
             )
             other_norms = ops.take(norms, others)
-            active = ops.take(nonzero, others) & (current_norms > zero_floor)
+            active = ops.take(nonzero, others) & nonzero & (current_norms > zero_floor)
             cosine = gram_utils.safe_divide(inner, current_norms * other_norms, active)
             cosine = ops.clip(cosine, -1.0, 1.0)
             target = ops.sum(targets * selector, axis=1)
@@ -124,8 +133,9 @@ class GradVac(Weighting):
             change = ops.where(active, updated - target, 0.0)
             targets = targets + change[:, None] * selector
         # A non-finite Gram matrix (a diverged step) must not poison the targets.
-        self.similarity_targets.assign(ops.where(finite, targets, self.similarity_targets))
-        return ops.sum(coefficients, axis=0)
+        old_targets = ops.convert_to_tensor(self.similarity_targets)
+        self.similarity_targets.assign(ops.where(finite, targets, old_targets))
+        return ops.where(present, ops.sum(coefficients, axis=0), 0.0)
 
     def get_config(self):
         return {

@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import gram_utils
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 from kerasmtl.weighting.solvers import normalize_gram
 
 
@@ -50,6 +51,12 @@ class IMTLG(Weighting):
       both. The paper computes IMTL-G on the gradients of the shared
       representation; we use whichever Gram matrix the trainer gives.
 
+    Absent tasks (no labelled sample in the batch, or a non-finite loss) are
+    left out like zero gradients: the equal-projection conditions and the
+    normalisation run over the present tasks (IMTL-G built on them alone), and
+    the absent tasks get 0. If every present gradient is zero, `a = 1 / K_p` on
+    the present tasks.
+
     Args:
         rcond: relative cutoff of the pseudo-inverse's singular values.
         **kwargs: base layer keyword arguments, such as `name`.
@@ -68,16 +75,19 @@ class IMTLG(Weighting):
 
     def __init__(self, rcond=1e-5, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= rcond < 1.0:
-            raise ValueError(f"`rcond` must be in [0, 1). Received: rcond={rcond}")
-        self.rcond = float(rcond)
+        rcond = check_number(rcond, "rcond", self.__class__.__name__)
+        if not rcond < 1.0:
+            raise ValueError(
+                f"{self.__class__.__name__}: `rcond` must be in [0, 1). Received: rcond={rcond}"
+            )
+        self.rcond = rcond
 
     def compute_weights_from_gram(self, gram, losses, present=None):
-        del losses
+        gram, _, tasks_present = gram_inputs(gram, losses, present)
         num_tasks = self.num_tasks
         gram = normalize_gram(gram)
         sq_norms = gram_utils.squared_norms(gram)
-        nonzero = gram_utils.nonzero_mask(sq_norms)
+        nonzero = ops.logical_and(gram_utils.nonzero_mask(sq_norms), tasks_present)
         norms = ops.sqrt(sq_norms)
         inverse_norms = gram_utils.safe_divide(1.0, norms, nonzero)
         cosines = gram * inverse_norms[:, None] * inverse_norms[None, :]
@@ -99,7 +109,9 @@ class IMTLG(Weighting):
         )
         solution = ops.matmul(gram_utils.pseudo_inverse(system, self.rcond), right_hand_side)
         weights = solution[:num_tasks] * inverse_norms
-        return ops.where(ops.any(nonzero), weights, ops.full((num_tasks,), 1.0 / num_tasks))
+        count = ops.cast(tasks_present, "float32")
+        uniform = count / ops.maximum(ops.sum(count), 1.0)
+        return ops.where(ops.any(nonzero), weights, uniform)
 
     def get_config(self):
         return {**super().get_config(), "rcond": self.rcond}

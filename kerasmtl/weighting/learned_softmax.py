@@ -1,11 +1,17 @@
 """Learned softmax weights: random logits, normalised, trained with the model."""
 
-import math
 
 import keras
 from keras import ops
 
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.checks import check_number
+from kerasmtl.weighting.base_weighting import (
+    Weighting,
+    check_seed,
+    masked_softmax,
+    num_present,
+    present_tasks,
+)
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -33,8 +39,12 @@ class LearnedSoftmax(Weighting):
     0 keeps the plain recipe.) A softmax temperature would not help: it only
     rescales the logits, i.e. their learning rate, so there is none.
 
-    The effective weights are `K * softmax(logits)`. If any task loss is NaN or
-    Inf, the logits get no gradient from that step.
+    The effective weights are `K * softmax(logits)`.
+
+    Absent tasks (no labelled sample, or a NaN or Inf loss): the softmax, the
+    scale `K` and the entropy term run over the `K_p` present tasks only, so
+    the weights are `K_p * softmax(logits_present)` and the absent tasks' logits
+    get no gradient: the step of `LearnedSoftmax` on the present tasks alone.
 
     Args:
         initial_stddev: standard deviation of the normal initialisation of the
@@ -54,14 +64,10 @@ class LearnedSoftmax(Weighting):
 
     def __init__(self, initial_stddev=1.0, entropy_weight=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if initial_stddev < 0 or entropy_weight < 0:
-            raise ValueError(
-                "`initial_stddev` and `entropy_weight` must be >= 0. Received: "
-                f"initial_stddev={initial_stddev}, entropy_weight={entropy_weight}"
-            )
-        self.initial_stddev = float(initial_stddev)
-        self.entropy_weight = float(entropy_weight)
-        self.seed = seed
+        owner = self.__class__.__name__
+        self.initial_stddev = check_number(initial_stddev, "initial_stddev", owner)
+        self.entropy_weight = check_number(entropy_weight, "entropy_weight", owner)
+        self.seed = check_seed(seed, owner)
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -73,21 +79,24 @@ class LearnedSoftmax(Weighting):
         )
 
     def compute_weights(self, losses, present=None):
-        return self.num_tasks * ops.softmax(ops.convert_to_tensor(self.logits))
+        present = present_tasks(losses, present)
+        logits = ops.convert_to_tensor(self.logits)
+        return ops.stop_gradient(num_present(present) * masked_softmax(logits, present))
 
     def combine(self, losses, training=True, present=None):
         del training  # the same total in train and test steps
         losses = ops.cast(losses, "float32")
-        logits = ops.convert_to_tensor(self.logits)
-        probabilities = ops.softmax(logits)
-        weights = self.num_tasks * probabilities
-        # `where` selects gradients: with a non-finite loss the logits get none.
-        all_finite = ops.all(ops.isfinite(losses))
-        guarded = ops.where(all_finite, weights, ops.stop_gradient(weights))
-        total = ops.sum(ops.where(ops.isfinite(losses), guarded * losses, 0.0))
+        present = present_tasks(losses, present)
+        clean = ops.where(present, losses, 0.0)
+        count = num_present(present)
+        probabilities = masked_softmax(ops.convert_to_tensor(self.logits), present)
+        weights = count * probabilities
+        total = ops.sum(ops.where(present, weights * clean, 0.0))
         if self.entropy_weight > 0:
-            kl_to_uniform = ops.sum(probabilities * ops.log_softmax(logits)) + math.log(
-                self.num_tasks
+            # KL(z || uniform over the present tasks); log(1) = 0 where absent.
+            log_probabilities = ops.log(ops.where(present, probabilities, 1.0))
+            kl_to_uniform = ops.sum(probabilities * log_probabilities) + ops.log(
+                ops.maximum(count, 1.0)
             )
             total = total + self.entropy_weight * kl_to_uniform
         return total, ops.stop_gradient(weights)

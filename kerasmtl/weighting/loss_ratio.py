@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting.base_epoch_weighting import EpochWeighting
 
 
@@ -41,6 +42,13 @@ class LossRatio(EpochWeighting):
     An epoch whose loss for task `k` is NaN or Inf leaves that task's ratio as it
     was (and does not set its `L_k(0)`).
 
+    Absent tasks: a task with no labelled sample (or a non-finite loss) in a
+    whole epoch keeps its weight, its ratio and its `L_k(0)` (which is then set
+    by the first epoch where it is present); the present tasks share the rest of
+    `K` in these proportions (see the base class, `EpochWeighting`): the weights
+    of the strategy on the present tasks alone when the absent ones kept
+    weight 1.
+
     The weights change once per epoch: put `kerasmtl.callbacks.LossWeightScheduler`
     in the `fit` callbacks. Without it the weights stay at 1.
 
@@ -56,16 +64,15 @@ class LossRatio(EpochWeighting):
     >>> strategy.build((2,))
     >>> strategy.update([2.0, 1.0])  # the first epoch sets L(0)
     >>> strategy.update([0.5, 0.5])  # task 1 fell to 1/4, task 2 to 1/2
-    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights)]
+    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights.value)]
     [0.667, 1.333]
     """
 
     def __init__(self, temperature=1.0, epsilon=1e-8, **kwargs):
         super().__init__(**kwargs)
-        if temperature <= 0:
-            raise ValueError(f"`temperature` must be positive. Received: temperature={temperature}")
-        self.temperature = float(temperature)
-        self.epsilon = float(epsilon)
+        owner = self.__class__.__name__
+        self.temperature = check_number(temperature, "temperature", owner, allow_minimum=False)
+        self.epsilon = check_number(epsilon, "epsilon", owner, allow_minimum=False)
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -88,20 +95,22 @@ class LossRatio(EpochWeighting):
             name="log_ratios",
         )
 
-    def update_state(self, losses, finite):
-        has_initial = self.has_initial_loss > 0.5
+    def update_state(self, losses, present):
+        has_initial = ops.convert_to_tensor(self.has_initial_loss) > 0.5
         initial = ops.where(
-            ops.logical_and(finite, ops.logical_not(has_initial)), losses, self.initial_losses
+            ops.logical_and(present, ops.logical_not(has_initial)),
+            losses,
+            ops.convert_to_tensor(self.initial_losses),
         )
         log_ratios = ops.where(
-            finite,
+            present,
             ops.log(losses + self.epsilon) - ops.log(initial + self.epsilon),
-            self.log_ratios,
+            ops.convert_to_tensor(self.log_ratios),
         )
         self.initial_losses.assign(initial)
-        self.has_initial_loss.assign(ops.cast(ops.logical_or(has_initial, finite), "float32"))
+        self.has_initial_loss.assign(ops.cast(ops.logical_or(has_initial, present), "float32"))
         self.log_ratios.assign(log_ratios)
-        return self.num_tasks * ops.softmax(log_ratios / self.temperature)
+        return log_ratios / self.temperature
 
     def get_config(self):
         return {

@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import solvers
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
 _NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 # Gradient normalisers at or below this value are left out (treated as 1).
@@ -38,6 +39,12 @@ class MGDA(Weighting):
     FISTA (`num_iterations` steps) plus an exact polish on the found support for
     more tasks.
 
+    Absent tasks (no labelled sample in the batch, or a non-finite loss): the
+    min-norm point is taken over the simplex of the present tasks only, as
+    MGDA built on them alone; the absent tasks get 0. (Their zero gradient
+    would otherwise be the min-norm point and stop every task.) With every
+    task absent the coefficients are 0.
+
     Args:
         normalization: `"none"` (default, as LibMTL), `"l2"`, `"loss"` or `"loss+"`.
         num_iterations: FISTA iterations, used only for more than 10 tasks.
@@ -63,13 +70,10 @@ class MGDA(Weighting):
                 f"`normalization` must be one of {list(_NORMALIZATIONS)}. "
                 f"Received: normalization={normalization!r}"
             )
-        if int(num_iterations) < 1:
-            raise ValueError(
-                f"`num_iterations` must be a positive integer. "
-                f"Received: num_iterations={num_iterations}"
-            )
         self.normalization = normalization
-        self.num_iterations = int(num_iterations)
+        self.num_iterations = check_number(
+            num_iterations, "num_iterations", self.__class__.__name__, minimum=1, integer=True
+        )
 
     def gradient_normalizers(self, gram, losses):
         """Returns the `(K,)` normalisers `n_k` (the scaled gradients are `g_k / n_k`)."""
@@ -90,13 +94,15 @@ class MGDA(Weighting):
         return ops.where(valid, normalizers, 1.0)
 
     def compute_weights_from_gram(self, gram, losses, present=None):
-        gram = ops.cast(gram, "float32")
-        losses = ops.reshape(ops.cast(losses, "float32"), (-1,))
+        gram, losses, present = gram_inputs(gram, losses, present)
         scales = 1.0 / self.gradient_normalizers(gram, losses)
         # The min-norm coefficients only depend on the scales up to a common factor.
-        relative = scales / ops.max(scales)
+        largest = ops.max(ops.where(present, scales, 0.0))
+        relative = scales / ops.where(largest > 0.0, largest, 1.0)
         scaled_gram = gram * relative[:, None] * relative[None, :]
-        solution = solvers.min_norm_point(scaled_gram, num_iterations=self.num_iterations)
+        solution = solvers.min_norm_point(
+            scaled_gram, num_iterations=self.num_iterations, mask=present
+        )
         return solution * scales
 
     def get_config(self):

@@ -19,6 +19,10 @@ class MGDAUB(MGDA):
     the trainer reads to build the Gram matrix from representation gradients
     (LibMTL's `MGDA` with `rep_grad=True`).
 
+    Absent tasks: as `MGDA`, the min-norm point over the simplex of the present
+    tasks only (weight 0 for the absent ones), never the zero vector because a
+    task is absent.
+
     Args:
         normalization: `"none"` (default), `"l2"`, `"loss"` or `"loss+"`.
         num_iterations: FISTA iterations, used only for more than 10 tasks.

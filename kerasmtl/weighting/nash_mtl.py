@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import solvers
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -14,11 +15,29 @@ class NashMTL(Weighting):
     Follows Navon et al., "Multi-Task Learning as a Bargaining Game" (ICML
     2022): the update `d = sum_k a_k g_k` maximises `sum_k log <g_k, d>` in a
     ball, which (Section 3 of the paper) means `a > 0` solves `G a = 1 / a`
-    elementwise. As in LibMTL and the authors' code, `G` is first divided by its
-    Frobenius norm, the solution is used as is (it is not rescaled back), it is
-    recomputed every `update_weights_every` steps and reused in between (held in
-    a variable), and the final update is clipped to norm `max_norm` (if
+    elementwise. As in LibMTL and the authors' code, the weights are recomputed
+    every `update_weights_every` steps and reused in between (held in a
+    variable), and the final update is clipped to norm `max_norm` (if
     positive).
+
+    Gradient scale. The returned `a` solves `G a = 1 / a` for the true Gram
+    matrix `G`, so the update `d = sum_k a_k g_k` is the paper's for every
+    gradient scale: `G -> s^2 G` (gradients `s g`) gives `a -> a / s` and the
+    same `d`, whose norm is always `sqrt(a^T G a) = sqrt(K)`. LibMTL and the
+    authors' code divide `G` by its Frobenius norm `||G||_F` and use the
+    solution of that problem as is; that `a` is `sqrt(||G||_F)` times the
+    paper's, so their update is the paper's direction scaled by
+    `sqrt(||G||_F)` (about the gradients' norm): 100x smaller gradients give a
+    100x smaller step, and the `max_norm` clip only hides it for large
+    gradients. We deviate: we also solve on `G / ||G||_F` (numbers of order
+    1) but scale the solution back by `1 / sqrt(||G||_F)`. With the default
+    `max_norm=1` and `K >= 2` the update then has norm 1 (it is clipped from
+    `sqrt(K)`); the task-specific parameters get the paper's `a_k`.
+
+    Absent tasks (no labelled sample in the batch, or a non-finite loss): the
+    game is played by the present tasks only (the Nash-MTL of those tasks);
+    the absent tasks get weight 0 and keep their stored previous weight (the
+    warm start of their next game).
 
     Deviations, all documented:
 
@@ -32,7 +51,8 @@ class NashMTL(Weighting):
       convex hull of the gradients; LibMTL's cvxpy then fails and it keeps the
       previous weights. Here (i) a task whose gradient is numerically zero
       (`||g_k||^2 <= 1e-10 max_j ||g_j||^2`) is left out of the game and gets
-      weight 1 (its gradient does not move the shared parameters anyway), (ii) a
+      weight 1 (its gradient does not move the shared parameters anyway; it
+      weights its task-specific gradients as `Equal` does), (ii) a
       relative ridge is added, `(G + reg_eps diag(G)) a = 1 / a`, so gradients
       that cancel (rank deficiency with 0 in the hull) still give a unique,
       finite solution, with `||g_k|| a_k <= sqrt(K / reg_eps)` (in the units of
@@ -63,7 +83,7 @@ class NashMTL(Weighting):
     >>> strategy.build((2,))
     >>> gram = keras.ops.convert_to_tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> [round(float(a), 3) for a in strategy.compute_weights_from_gram(gram, [1.0, 1.0])]
-    [1.189, 1.189]
+    [1.0, 1.0]
     """
 
     requires_gradients = True
@@ -79,21 +99,15 @@ class NashMTL(Weighting):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(update_weights_every) < 1:
-            raise ValueError(
-                "`update_weights_every` must be a positive integer. "
-                f"Received: update_weights_every={update_weights_every}"
-            )
-        if not float(max_norm) >= 0.0:
-            raise ValueError(
-                f"`max_norm` must be >= 0 (0 disables clipping). Received: max_norm={max_norm}"
-            )
-        if not float(reg_eps) > 0.0:
-            raise ValueError(f"`reg_eps` must be positive. Received: reg_eps={reg_eps}")
-        self.update_weights_every = int(update_weights_every)
-        self.max_norm = float(max_norm)
-        self.reg_eps = float(reg_eps)
-        self.num_iterations = int(num_iterations)
+        owner = self.__class__.__name__
+        self.update_weights_every = check_number(
+            update_weights_every, "update_weights_every", owner, minimum=1, integer=True
+        )
+        self.max_norm = check_number(max_norm, "max_norm", owner)
+        self.reg_eps = check_number(reg_eps, "reg_eps", owner, allow_minimum=False)
+        self.num_iterations = check_number(
+            num_iterations, "num_iterations", owner, minimum=1, integer=True
+        )
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -107,29 +121,48 @@ class NashMTL(Weighting):
             name="previous_weights",
         )
 
-    def solve(self, gram):
-        """Returns the Nash weights for a raw Gram matrix (no state change, no clipping)."""
-        gram = ops.cast(gram, "float32")
+    def solve(self, gram, present=None):
+        """Returns the Nash weights for a raw Gram matrix (no state change, no clipping).
+
+        `a` solves `(G + reg_eps diag(G)) a = 1 / a` for the given (true) `G`
+        over the present tasks; zero-gradient tasks get 1, absent tasks their
+        previous weight.
+        """
+        gram, _, present = gram_inputs(gram, ops.zeros((gram.shape[-1],)), present)
         gram = 0.5 * (gram + ops.transpose(gram))
         norm = ops.sqrt(ops.sum(gram * gram))
-        normalized = gram / ops.where(norm > 0.0, norm, 1.0)
+        safe_norm = ops.where(norm > 0.0, norm, 1.0)
+        # Solved on numbers of order 1, then scaled back to the true `G`:
+        # `(G / n) b = 1 / b` gives `G (b / sqrt(n)) = 1 / (b / sqrt(n))`.
+        normalized = gram / safe_norm
+        root = ops.sqrt(safe_norm)
         diagonal = ops.diagonal(normalized)
-        active = ops.cast(diagonal > solvers.ZERO_NORM_FLOOR * ops.max(diagonal), "float32")
-        # Inactive tasks: an identity row, so that a_k = 1 / a_k gives a_k = 1.
-        game = normalized * active[:, None] * active[None, :] + ops.diag(1.0 - active)
-        previous = ops.convert_to_tensor(self.previous_weights)
-        weights = solvers.nash_bargaining(
-            game, initial=previous, reg_eps=self.reg_eps, num_iterations=self.num_iterations
+        active = ops.logical_and(
+            present, diagonal > solvers.ZERO_NORM_FLOOR * ops.max(diagonal)
         )
+        active_float = ops.cast(active, "float32")
+        # Inactive tasks: an identity row, so that a_k = 1 / a_k gives a_k = 1.
+        game = normalized * active_float[:, None] * active_float[None, :] + ops.diag(
+            1.0 - active_float
+        )
+        previous = ops.convert_to_tensor(self.previous_weights)
+        initial = ops.where(active, previous * root, 1.0)
+        solution = solvers.nash_bargaining(
+            game, initial=initial, reg_eps=self.reg_eps, num_iterations=self.num_iterations
+        )
+        weights = ops.where(active, solution / root, 1.0)
+        weights = ops.where(present, weights, previous)
         return ops.where(norm > 0.0, weights, previous)
 
     def compute_weights_from_gram(self, gram, losses, present=None):
-        gram = ops.cast(gram, "float32")
+        gram, _, present = gram_inputs(gram, losses, present)
         step = ops.convert_to_tensor(self.step)
+        previous = ops.convert_to_tensor(self.previous_weights)
         update = ops.equal(ops.mod(step, self.update_weights_every), 0)
-        weights = ops.where(update, self.solve(gram), self.previous_weights)
+        weights = ops.where(update, self.solve(gram, present), previous)
         self.previous_weights.assign(weights)
         self.step.assign(step + 1)
+        weights = ops.where(present, weights, 0.0)
         if self.max_norm > 0.0:
             norm = ops.sqrt(ops.maximum(ops.sum(ops.matmul(gram, weights) * weights), 0.0))
             weights = weights * ops.minimum(1.0, self.max_norm / (norm + 1e-6))

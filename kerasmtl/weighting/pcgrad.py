@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from kerasmtl.weighting import gram_utils
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, check_seed, gram_inputs, num_present
 from kerasmtl.weighting.solvers import normalize_gram
 
 _REDUCTIONS = ("sum", "mean")
@@ -41,10 +41,17 @@ class PCGrad(Weighting):
 
     - The random order is drawn per task and per step with `keras.random` from a
       seeded `keras.random.SeedGenerator` (its state is a variable, listed in
-      `strategy.variables`; like every Keras seed generator it is not written to
-      `.keras` files, so a reloaded strategy restarts from `seed`).
+      `strategy.variables` and saved with the strategy, see `Weighting`, so a
+      restored strategy continues the same sequence of orders).
       `shuffle=False` visits the other tasks in increasing index order
       (deterministic, for testing).
+    - Absent tasks (no labelled sample in the batch, or a non-finite loss):
+      nobody is projected against them, they are not projected, and they get
+      0; the present tasks are visited in the order the draw gives them, which
+      is a uniformly random order of the present tasks, so the update is
+      PCGrad's on the present tasks alone (`"mean"` divides by their number
+      `K_p`). The orders are drawn for all `K` tasks, so the random sequence
+      does not depend on which tasks are present.
     - As in the paper, task `i` is never projected against itself (LibMTL's loop
       also visits `j = i`, which changes nothing while `<g'_i, g_i> >= 0`).
     - A zero gradient `g_j` (norm below `1e-7` times the largest task-gradient
@@ -81,16 +88,16 @@ class PCGrad(Weighting):
             )
         self.shuffle = bool(shuffle)
         self.reduction = reduction
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = check_seed(seed, self.__class__.__name__)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def compute_weights_from_gram(self, gram, losses, present=None):
-        del losses
+        gram, _, present = gram_inputs(gram, losses, present)
         num_tasks = self.num_tasks
         # Scale-free: working on G / max diag keeps every product O(1).
         gram = normalize_gram(gram)
         sq_norms = gram_utils.squared_norms(gram)
-        nonzero = gram_utils.nonzero_mask(sq_norms)
+        nonzero = ops.logical_and(gram_utils.nonzero_mask(sq_norms), present)
         orders = gram_utils.other_task_orders(num_tasks, self.shuffle, self.seed_generator)
         coefficients = ops.eye(num_tasks, dtype="float32")
         # All tasks advance together: at position p, task i visits orders[i, p].
@@ -104,9 +111,9 @@ class PCGrad(Weighting):
             coefficients = coefficients - step[:, None] * ops.one_hot(
                 others, num_tasks, dtype="float32"
             )
-        weights = ops.sum(coefficients, axis=0)
+        weights = ops.where(present, ops.sum(coefficients, axis=0), 0.0)
         if self.reduction == "mean":
-            weights = weights / num_tasks
+            weights = weights / ops.maximum(num_present(present), 1.0)
         return weights
 
     def get_config(self):

@@ -1,9 +1,14 @@
 """Random Loss Weighting: new random weights every step."""
 
 import keras
-from keras import ops
 
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import (
+    Weighting,
+    check_seed,
+    masked_softmax,
+    num_present,
+    present_tasks,
+)
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -20,11 +25,16 @@ class RLW(Weighting):
     we multiply by `K` so the weights sum to `K` and average 1, the scale of
     `Equal`, so a learning rate tuned with equal weighting carries over.
 
+    Absent tasks: a sample `lambda ~ N(0, I)` is drawn for all `K` tasks, and
+    the weights are `K_p * softmax(lambda)` over the `K_p` present tasks (0 for
+    the absent ones): the weights RLW on the present tasks alone gives for the
+    present tasks' entries of the same sample, so they still sum to `K_p`.
+
     The sample comes from `keras.random.normal` with a `keras.random.SeedGenerator`,
     whose state is a variable: the traced step draws new weights every call.
-    Keras layers do not save their seed generators' state; this one does (in
-    `.keras` and `.weights.h5` files), so a model restored by `BackupAndRestore`
-    continues the same sequence of weights.
+    Keras layers do not save their seed generators' state; strategies do (in
+    `.keras` and `.weights.h5` files, see `Weighting`), so a model restored by
+    `BackupAndRestore` continues the same sequence of weights.
 
     Args:
         seed: seed of the generator, for reproducible runs.
@@ -41,21 +51,13 @@ class RLW(Weighting):
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = check_seed(seed, "RLW")
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def compute_weights(self, losses, present=None):
+        present = present_tasks(losses, present)
         sample = keras.random.normal((self.num_tasks,), seed=self.seed_generator)
-        return self.num_tasks * ops.softmax(sample)
-
-    # Keras does not save a layer's seed generators; the strategy's only state is
-    # this one, so it is saved and loaded by hand.
-    def save_own_variables(self, store):
-        store["seed_generator_state"] = self.seed_generator.state
-
-    def load_own_variables(self, store):
-        if "seed_generator_state" in store:
-            self.seed_generator.state.assign(store["seed_generator_state"])
+        return num_present(present) * masked_softmax(sample, present)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

@@ -12,11 +12,18 @@ Public helpers (stable API, imported by the strategies):
 - `solve_positive_definite(matrices, rhs)`: batched SPD solve that never fails.
 - `normalize_gram(gram)`: divides by the largest diagonal entry (scale-free
   problems solved on `O(1)` numbers).
-- `min_norm_point(gram)`: `argmin_{a in simplex} a^T G a` (MGDA).
+- `min_norm_point(gram, mask=None)`: `argmin_{a in simplex} a^T G a` (MGDA).
 - `lower_bounded_qp(gram, lower)`: `argmin_{v >= lower} v^T G v` (UPGrad).
-- `conflict_averse_dual(gram, c)`: the CAGrad dual on the simplex.
+- `conflict_averse_dual(gram, c, mask=None)`: the CAGrad dual on the simplex.
 - `nash_bargaining(gram, ...)`: the positive solution of `(G + eps diag(G)) a = 1 / a`
   (Nash-MTL).
+
+Absent tasks. The simplex problems take an optional boolean `mask` of the
+present tasks: they are then solved on the simplex of the present tasks (the
+absent tasks' coefficients are exactly 0), with the same candidates, hence the
+same result, as the problem built on the present tasks alone. Without it an
+absent task's zero gradient would be the min-norm point, and MGDA would stop
+every task.
 
 Solver choices. For `K <= MAX_ENUMERATION_TASKS` the three quadratic problems
 are solved *exactly* by enumerating every support (active set): on a fixed
@@ -49,9 +56,33 @@ ZERO_NORM_FLOOR = 1e-10
 _TINY = 1e-30
 # Newton's decrement below which `nash_bargaining` stops.
 _NEWTON_TOLERANCE = 1e-6
+# Stand-in value of an absent entry in `project_to_simplex` (finite, so no inf - inf).
+_FAR_BELOW = -1e30
 
 
-def project_to_simplex(x):
+def _allowed(candidates, mask):
+    """Boolean `(..., M)`: the candidates that are 0 on every absent task."""
+    if mask is None:
+        return None
+    return ops.all(ops.logical_or(mask, candidates == 0.0), axis=-1)
+
+
+def _forbid(values, allowed):
+    """`values` with `+inf` where a candidate is not allowed."""
+    if allowed is None:
+        return values
+    return ops.where(allowed, values, float("inf"))
+
+
+def _uniform(num, mask):
+    """`1 / K` on every task, or on the present ones (`mask`)."""
+    if mask is None:
+        return ops.full((num,), 1.0 / num, dtype="float32")
+    present = ops.cast(mask, "float32")
+    return present / ops.maximum(ops.sum(present), 1.0)
+
+
+def project_to_simplex(x, mask=None):
     """Euclidean projection of each vector on the last axis onto the probability simplex.
 
     Sort-based algorithm (Held, Wolfe & Crowder 1974; Duchi et al., ICML 2008):
@@ -59,11 +90,16 @@ def project_to_simplex(x):
 
     Args:
         x: float tensor of shape `(..., K)`, `K` static.
+        mask: optional boolean `(K,)`: project onto the simplex of these
+            entries (the others are 0).
 
     Returns:
         A float32 tensor of the same shape, non-negative, summing to 1 on the last axis.
     """
     x = ops.cast(x, "float32")
+    if mask is not None:
+        # Far below every present entry: sorted last, never above the threshold.
+        x = ops.where(mask, x, _FAR_BELOW)
     num = x.shape[-1]
     sorted_desc = ops.flip(ops.sort(x, axis=-1), axis=-1)
     cumulative = ops.cumsum(sorted_desc, axis=-1) - 1.0
@@ -145,11 +181,11 @@ def _quadratic_forms(vectors, gram):
     return ops.sum(ops.matmul(vectors, gram) * vectors, axis=-1)
 
 
-def _renormalize(weights):
+def _renormalize(weights, mask=None):
     weights = ops.maximum(weights, 0.0)
     total = ops.sum(weights, axis=-1, keepdims=True)
     num = weights.shape[-1]
-    return ops.where(total > 0.0, weights / ops.maximum(total, _TINY), 1.0 / num)
+    return ops.where(total > 0.0, weights / ops.maximum(total, _TINY), _uniform(num, mask))
 
 
 def _select(candidates, values):
@@ -164,27 +200,27 @@ def _select(candidates, values):
 # --------------------------------------------------------------------------- #
 
 
-def _min_norm_on_supports(gram, masks):
+def _min_norm_on_supports(gram, masks, mask=None):
     """Min-norm point of each support's affine hull, clipped back to the simplex."""
     inv_scale, unit_gram = _jacobi_scaling(gram)
     systems = _masked_systems(unit_gram, masks)
     # In scaled variables b = D a: min b^T Gu b s.t. (1/d)^T b = 1 -> b ~ Gu^-1 (1/d).
     rhs = masks * inv_scale[None, :]
     solution = solve_positive_definite(systems, rhs[..., None])[..., 0]
-    return _renormalize(solution * inv_scale[None, :])
+    return _renormalize(solution * inv_scale[None, :], mask)
 
 
-def _fista_simplex(gram, linear, num_iterations):
+def _fista_simplex(gram, linear, num_iterations, mask=None):
     """Accelerated projected gradient for `min 0.5 a^T G a + linear^T a` on the simplex."""
     num = gram.shape[-1]
     lipschitz = ops.maximum(ops.sqrt(ops.sum(gram * gram)), _TINY)
     step = 1.0 / lipschitz
-    start = ops.full((num,), 1.0 / num, dtype="float32")
+    start = _uniform(num, mask)
 
     def body(_, state):
         x, y, t = state
         gradient = ops.matmul(gram, y) + linear
-        x_next = project_to_simplex(y - step * gradient)
+        x_next = project_to_simplex(y - step * gradient, mask)
         t_next = 0.5 * (1.0 + ops.sqrt(1.0 + 4.0 * t * t))
         # Adaptive restart (O'Donoghue & Candes 2015): drop momentum when it points uphill.
         restart = ops.sum(gradient * (x_next - x)) > 0.0
@@ -196,7 +232,7 @@ def _fista_simplex(gram, linear, num_iterations):
     return x
 
 
-def min_norm_point(gram, num_iterations=1000):
+def min_norm_point(gram, num_iterations=1000, mask=None):
     """Returns `argmin_{a in simplex} a^T G a`, the MGDA min-norm coefficients.
 
     The point `sum_k a_k g_k` is the point of minimum norm of the convex hull of
@@ -206,23 +242,28 @@ def min_norm_point(gram, num_iterations=1000):
     Args:
         gram: `(K, K)` Gram matrix of the task gradients (any positive scale).
         num_iterations: FISTA iterations, used only when `K > MAX_ENUMERATION_TASKS`.
+        mask: optional boolean `(K,)` of the present tasks: the minimum over
+            their simplex (0 for the others; all 0 when no task is present).
 
     Returns:
-        A `(K,)` float32 vector on the probability simplex.
+        A `(K,)` float32 vector on the probability simplex (of the present tasks).
     """
     gram = normalize_gram(gram)
     num = gram.shape[-1]
     if num == 1:
-        return ops.ones((1,), dtype="float32")
+        ones = ops.ones((1,), dtype="float32")
+        return ones if mask is None else ops.where(mask, ones, 0.0)
     if num <= MAX_ENUMERATION_TASKS:
-        candidates = _min_norm_on_supports(gram, support_masks(num))
+        candidates = _min_norm_on_supports(gram, support_masks(num), mask)
     else:
-        approximate = _fista_simplex(gram, ops.zeros((num,), "float32"), num_iterations)
+        approximate = _fista_simplex(gram, ops.zeros((num,), "float32"), num_iterations, mask)
         support = ops.cast(approximate > 1e-6, "float32")[None, :]
         candidates = ops.concatenate(
-            [approximate[None, :], _min_norm_on_supports(gram, support)], axis=0
+            [approximate[None, :], _min_norm_on_supports(gram, support, mask)], axis=0
         )
-    return _select(candidates, _quadratic_forms(candidates, gram))
+    values = _forbid(_quadratic_forms(candidates, gram), _allowed(candidates, mask))
+    result = _select(candidates, values)
+    return result if mask is None else ops.where(mask, result, 0.0)
 
 
 # --------------------------------------------------------------------------- #
@@ -317,7 +358,7 @@ def _conflict_averse_objective(weights, gram, mean_term, radius):
     return linear + radius * norms
 
 
-def _conflict_averse_on_supports(gram, mean_term, radius, masks):
+def _conflict_averse_on_supports(gram, mean_term, radius, masks, mask=None):
     """Closed-form stationary points of the CAGrad dual, one per support."""
     inv_scale, unit_gram = _jacobi_scaling(gram)
     systems = _masked_systems(unit_gram, masks)
@@ -339,14 +380,14 @@ def _conflict_averse_on_supports(gram, mean_term, radius, masks):
     t = (b + ops.sqrt(ops.maximum(b * b + a * safe, 0.0))) / safe
     t = ops.where(valid & (t > 0.0), t, 0.0)
     stationary = base + t[:, None] * direction
-    return ops.concatenate([_renormalize(stationary), _renormalize(base)], axis=0)
+    return ops.concatenate([_renormalize(stationary, mask), _renormalize(base, mask)], axis=0)
 
 
-def _alternating_conflict_averse(gram, mean_term, radius, num_iterations):
+def _alternating_conflict_averse(gram, mean_term, radius, num_iterations, mask=None):
     """Projected gradient on the perspective form `w^T G b + r/2 (w^T G w / s + s)`, exact `s`."""
     num = gram.shape[-1]
     lipschitz = ops.maximum(ops.sqrt(ops.sum(gram * gram)), _TINY)
-    start = ops.full((num,), 1.0 / num, dtype="float32")
+    start = _uniform(num, mask)
 
     def body(_, w):
         norm = ops.sqrt(ops.maximum(ops.sum(ops.matmul(gram, w) * w), 0.0))
@@ -354,12 +395,12 @@ def _alternating_conflict_averse(gram, mean_term, radius, num_iterations):
         gradient = mean_term + radius * ops.matmul(gram, w) / norm
         step = norm / ops.maximum(radius * lipschitz, _TINY)
         step = ops.minimum(step, 1.0 / lipschitz)
-        return project_to_simplex(w - step * gradient)
+        return project_to_simplex(w - step * gradient, mask)
 
     return ops.fori_loop(0, num_iterations, body, start)
 
 
-def conflict_averse_dual(gram, c, num_iterations=2000):
+def conflict_averse_dual(gram, c, num_iterations=2000, mask=None):
     """Solves the CAGrad dual `min_{w in simplex} w^T G g0 + c ||g0|| ||g_w||`.
 
     With `g0` the mean gradient (coefficients `1/K`) and `g_w = sum_k w_k g_k`
@@ -375,6 +416,8 @@ def conflict_averse_dual(gram, c, num_iterations=2000):
         gram: `(K, K)` Gram matrix.
         c: the conflict-aversion radius ratio (paper's `c`), a Python float.
         num_iterations: iterations of the fallback, used only when `K > MAX_ENUMERATION_TASKS`.
+        mask: optional boolean `(K,)` of the present tasks: `g0` is their mean
+            gradient and `w` lies on their simplex (0 for the others).
 
     Returns:
         `(weights, gram)`: the `(K,)` dual weights `w` on the simplex, and the
@@ -382,24 +425,32 @@ def conflict_averse_dual(gram, c, num_iterations=2000):
     """
     gram = normalize_gram(gram)
     num = gram.shape[-1]
-    mean_term = ops.mean(gram, axis=1)
-    radius = c * ops.sqrt(ops.maximum(ops.mean(gram), 0.0))
+    mean_weights = _uniform(num, mask)
+    mean_term = ops.matmul(gram, mean_weights)
+    radius = c * ops.sqrt(ops.maximum(ops.sum(mean_term * mean_weights), 0.0))
     if num == 1:
-        return ops.ones((1,), dtype="float32"), gram
+        ones = ops.ones((1,), dtype="float32")
+        return (ones if mask is None else ops.where(mask, ones, 0.0)), gram
     if num <= MAX_ENUMERATION_TASKS:
-        candidates = _conflict_averse_on_supports(gram, mean_term, radius, support_masks(num))
+        candidates = _conflict_averse_on_supports(
+            gram, mean_term, radius, support_masks(num), mask
+        )
     else:
-        approximate = _alternating_conflict_averse(gram, mean_term, radius, num_iterations)
+        approximate = _alternating_conflict_averse(
+            gram, mean_term, radius, num_iterations, mask
+        )
         support = ops.cast(approximate > 1e-6, "float32")[None, :]
         candidates = ops.concatenate(
             [
                 approximate[None, :],
-                _conflict_averse_on_supports(gram, mean_term, radius, support),
+                _conflict_averse_on_supports(gram, mean_term, radius, support, mask),
             ],
             axis=0,
         )
     values = _conflict_averse_objective(candidates, gram, mean_term, radius)
-    return _select(candidates, values), gram
+    values = _forbid(values, _allowed(candidates, mask))
+    result = _select(candidates, values)
+    return (result if mask is None else ops.where(mask, result, 0.0)), gram
 
 
 # --------------------------------------------------------------------------- #

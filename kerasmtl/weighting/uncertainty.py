@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.checks import check_number
+from kerasmtl.weighting.base_weighting import Weighting, present_tasks
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -33,8 +34,11 @@ class Uncertainty(Weighting):
     `1 / (2 exp(s))`), so its gradients are half of ours at equal `s`.
 
     The total can be negative (`s_k < 0` once a loss is below 1); that is expected.
-    A NaN or Inf task loss gives no gradient to its `s_k`, so it cannot corrupt the
-    learned variances (the total, and the model's gradients, are still not finite).
+
+    Absent tasks (no labelled sample, or a NaN or Inf loss): their whole term,
+    `exp(-s_k) L_k + s_k`, is left out of the total, so their `s_k` gets no
+    gradient (the regulariser alone would push it down) and their weight is 0;
+    the total is that of `Uncertainty` on the present tasks alone.
 
     Args:
         initial_log_variance: the starting value of every `s_k`.
@@ -51,7 +55,9 @@ class Uncertainty(Weighting):
 
     def __init__(self, initial_log_variance=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.initial_log_variance = float(initial_log_variance)
+        self.initial_log_variance = check_number(
+            initial_log_variance, "initial_log_variance", self.__class__.__name__, minimum=None
+        )
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -68,13 +74,15 @@ class Uncertainty(Weighting):
     def combine(self, losses, training=True, present=None):
         del training  # the same total in train and test steps
         losses = ops.cast(losses, "float32")
+        present = present_tasks(losses, present)
+        clean = ops.where(present, losses, 0.0)
         log_variances = ops.convert_to_tensor(self.log_variances)
-        finite = ops.isfinite(losses)
-        # `where` selects gradients, so a task with a non-finite loss sends none to
-        # its `s_k`, and its term is left out of the total.
-        guarded = ops.where(finite, log_variances, ops.stop_gradient(log_variances))
-        total = ops.sum(ops.where(finite, ops.exp(-guarded) * losses + log_variances, 0.0))
-        return total, self.compute_weights(losses)
+        # `where` selects gradients, so an absent task sends none to its `s_k`,
+        # and its term is left out of the total.
+        guarded = ops.where(present, log_variances, ops.stop_gradient(log_variances))
+        total = ops.sum(ops.where(present, ops.exp(-guarded) * clean + guarded, 0.0))
+        weights = ops.where(present, self.compute_weights(clean, present), 0.0)
+        return total, weights
 
     def get_config(self):
         return {**super().get_config(), "initial_log_variance": self.initial_log_variance}

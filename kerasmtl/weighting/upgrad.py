@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
+from kerasmtl.checks import check_number
 from kerasmtl.weighting import solvers
-from kerasmtl.weighting.base_weighting import Weighting
+from kerasmtl.weighting.base_weighting import Weighting, check_number_list, gram_inputs
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -33,6 +34,12 @@ class UPGrad(Weighting):
     sets for `K <= 10` (see `kerasmtl.weighting.solvers.lower_bounded_qp`) and by
     `num_iterations` FISTA steps plus an exact polish beyond.
 
+    Absent tasks (no labelled sample in the batch, or a non-finite loss): the
+    projections use the present tasks' gradients only and the absent tasks get
+    0: UPGrad built on the present tasks alone, with their entries of
+    `pref_vector` (not renormalised) or, by default, `1 / K_p` each over the
+    `K_p` present tasks.
+
     Args:
         pref_vector: optional list of `K` floats, the preference weights `p`.
         norm_eps: trace threshold below which the Gram matrix is treated as zero.
@@ -57,15 +64,13 @@ class UPGrad(Weighting):
         self, pref_vector=None, norm_eps=1e-4, reg_eps=1e-4, num_iterations=2000, **kwargs
     ):
         super().__init__(**kwargs)
-        if not float(norm_eps) >= 0.0 or not float(reg_eps) >= 0.0:
-            raise ValueError(
-                "`norm_eps` and `reg_eps` must be non-negative. "
-                f"Received: norm_eps={norm_eps}, reg_eps={reg_eps}"
-            )
-        self.pref_vector = None if pref_vector is None else [float(p) for p in pref_vector]
-        self.norm_eps = float(norm_eps)
-        self.reg_eps = float(reg_eps)
-        self.num_iterations = int(num_iterations)
+        owner = self.__class__.__name__
+        self.pref_vector = check_number_list(pref_vector, "pref_vector", owner)
+        self.norm_eps = check_number(norm_eps, "norm_eps", owner)
+        self.reg_eps = check_number(reg_eps, "reg_eps", owner)
+        self.num_iterations = check_number(
+            num_iterations, "num_iterations", owner, minimum=1, integer=True
+        )
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -76,7 +81,7 @@ class UPGrad(Weighting):
             )
 
     def compute_weights_from_gram(self, gram, losses, present=None):
-        gram = ops.cast(gram, "float32")
+        gram, _, present = gram_inputs(gram, losses, present)
         num = gram.shape[-1]
         gram = 0.5 * (gram + ops.transpose(gram))
         trace = ops.trace(gram)
@@ -84,14 +89,17 @@ class UPGrad(Weighting):
             trace >= self.norm_eps, gram / ops.where(trace > 0.0, trace, 1.0), 0.0
         )
         regularized = normalized + self.reg_eps * ops.eye(num, dtype="float32")
+        present_float = ops.cast(present, "float32")
         if self.pref_vector is None:
-            preferences = ops.full((num,), 1.0 / num, dtype="float32")
+            preferences = present_float / ops.maximum(ops.sum(present_float), 1.0)
         else:
             preferences = ops.convert_to_tensor(self.pref_vector, dtype="float32")
+            preferences = preferences * present_float
         projections = solvers.lower_bounded_qp(
             regularized, ops.diag(preferences), num_iterations=self.num_iterations
         )
-        return ops.sum(projections, axis=0)
+        # An absent task's coefficient is 0 in every projection (no coupling, bound 0).
+        return ops.where(present, ops.sum(projections, axis=0), 0.0)
 
     def get_config(self):
         return {
