@@ -78,7 +78,8 @@ def test_strategy_survives_faults(strategy, case):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
-    messages = [str(w.message) for w in caught]
+    # What the kit says (Keras and NumPy add DeprecationWarnings of their own on some backends).
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     logs = history.history
 
     for task in ("a", "b"):

@@ -18,8 +18,9 @@ import numpy as np  # noqa: E402
 import kerasmtl  # noqa: E402
 from kerasmtl import Task  # noqa: E402
 
-# RLW draws random weights: its draws differ between backends by design.
-RANDOM_STRATEGIES = ("rlw",)
+# RLW draws random weights and LearnedSoftmax starts from random logits: the draws differ
+# between backends by design.
+RANDOM_STRATEGIES = ("rlw", "learned_softmax")
 
 
 def build_model():
