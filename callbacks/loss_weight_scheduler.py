@@ -5,8 +5,6 @@ import warnings
 import keras
 import numpy as np
 
-from kerasmtl.weighting.base_weighting import Weighting
-
 
 class LossWeightScheduler(keras.callbacks.Callback):
     """Updates the model's weighting strategy from each epoch's task losses.
@@ -19,8 +17,11 @@ class LossWeightScheduler(keras.callbacks.Callback):
     weights to their variables: the next epoch uses them without retracing the
     train function, as `ReduceLROnPlateau` changes the learning rate.
 
-    Strategies without an epoch-level update (`Equal`, `Fixed`, the per-step ones)
-    are left alone. If a needed log entry is missing (say `monitor="val_loss"`
+    `MultiTaskModel.fit` adds one by itself (monitoring `"loss"`) when the
+    strategy declares `requires_epoch_update`; pass your own to monitor
+    `"val_loss"` or to place it in the list; it is then the only one. Strategies
+    without an epoch-level update (`Equal`, `Fixed`, the per-step ones) are left
+    alone. If a needed log entry is missing (say `monitor="val_loss"`
     with no validation data), the callback warns once, listing the available
     keys, and skips the update.
 
@@ -66,7 +67,7 @@ class LossWeightScheduler(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         strategy = getattr(self.model, "weighting", None)
-        if strategy is None or type(strategy).update is Weighting.update:
+        if strategy is None or not strategy.requires_epoch_update:
             return
         logs = logs or {}
         prefix = "" if self.monitor == "loss" else "val_"

@@ -382,16 +382,33 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
             arguments.get("validation_data"),
         )
         monitor = NonFiniteMonitor(self)
-        if len(args) > 3:  # callbacks given by position (after batch_size, epochs, verbose)
-            args = (*args[:3], [*(args[3] or []), monitor], *args[4:])
+        # Callbacks may come by position, after batch_size, epochs and verbose.
+        positional = len(args) > 3
+        callbacks = list((args[3] if positional else kwargs.get("callbacks")) or [])
+        if self._needs_scheduler(callbacks):
+            from kerasmtl.callbacks import LossWeightScheduler
+
+            # The strategy changes once per epoch: without the scheduler it never would.
+            # Placed first, so checkpoints saved at an epoch's end include its update.
+            callbacks.insert(0, LossWeightScheduler())
+        callbacks.append(monitor)
+        if positional:
+            args = (*args[:3], callbacks, *args[4:])
         else:
-            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), monitor]
+            kwargs["callbacks"] = callbacks
         # The TensorFlow trainer trains here under MultiWorkerMirroredStrategy.
         history = self._fit_override(x, y, args, kwargs)
         if history is None:
             history = super().fit(x, y, *args, **kwargs)
         monitor.warn()
         return history
+
+    def _needs_scheduler(self, callbacks):
+        if self.weighting is None or not self.weighting.requires_epoch_update:
+            return False
+        from kerasmtl.callbacks import LossWeightScheduler
+
+        return not any(isinstance(callback, LossWeightScheduler) for callback in callbacks)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         arguments = label_checks.bound_arguments(keras.Model.evaluate, self, x, y, args, kwargs)

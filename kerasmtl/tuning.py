@@ -1023,16 +1023,14 @@ class _MultiTaskHyperModelMethods:
     def fit(self, hp, model, *args, **kwargs):
         """Trains one trial's model, with `val_delta_m` in its logs.
 
-        Adds a `DeltaMObjective` callback (and, for epoch-level strategies such as
-        DWA, a `kerasmtl.callbacks.LossWeightScheduler`) in front of the
-        callbacks keras-tuner passes. Without `objective_baselines`, the
+        Adds a `DeltaMObjective` callback in front of the callbacks keras-tuner
+        passes (`MultiTaskModel.fit` adds a `LossWeightScheduler` itself for
+        epoch-level strategies such as DWA). Without `objective_baselines`, the
         reference is the trial's untrained model, evaluated on the validation
         data before training (for a Hyperband trial that goes on from an earlier
         one, a freshly built model with the same hyper-parameters).
         """
         keras_tuner = _import_keras_tuner()
-        from kerasmtl.callbacks import LossWeightScheduler
-
         validation_data = kwargs.get("validation_data")
         if validation_data is None and (
             self.objective_baselines is None or not kwargs.get("validation_split")
@@ -1061,10 +1059,7 @@ class _MultiTaskHyperModelMethods:
         )
         own = [objective]
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        if type(model.weighting).update is not weighting_module.Weighting.update and not any(
-            isinstance(callback, LossWeightScheduler) for callback in callbacks
-        ):
-            own.append(LossWeightScheduler(monitor="loss"))
+        # `fit` adds a LossWeightScheduler itself for strategies with an epoch update.
         history = model.fit(*args, callbacks=own + callbacks, **kwargs)
         if objective.log_name not in history.history:
             raise keras_tuner.errors.FatalValueError(

@@ -264,3 +264,30 @@ def test_backup_and_restore_resume_equals_uninterrupted_run(make, tmp_path):
         )
     for a, b in zip(_state(reference_strategy), _state(resumed_strategy)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_fit_adds_the_scheduler_itself_and_never_twice():
+    x, y = _data()
+    # No callback given: DWA still changes its weights (it declares its epoch update).
+    strategy = DWA()
+    assert strategy.requires_epoch_update and not Equal.requires_epoch_update
+    model = _model(strategy)
+    history = model.fit(x, y, epochs=4, batch_size=16, verbose=0).history
+    weights = np.stack([history["a_weight"], history["b_weight"]], axis=1)
+    losses = np.stack([history["a_loss"], history["b_loss"]], axis=1)
+    np.testing.assert_allclose(weights, _dwa_numpy(losses), rtol=RTOL)
+    assert not np.allclose(weights[3], 1.0)
+
+    # An explicit scheduler is the only one: the same weights, not two updates per epoch.
+    updates = []
+
+    class Counting(LossWeightScheduler):
+        def on_epoch_end(self, epoch, logs=None):
+            updates.append(epoch)
+            super().on_epoch_end(epoch, logs)
+
+    explicit = _model(DWA())
+    history = explicit.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[Counting()])
+    assert updates == [0, 1, 2, 3]
+    explicit_weights = np.stack([history.history["a_weight"], history.history["b_weight"]], 1)
+    np.testing.assert_allclose(explicit_weights, weights, rtol=1e-5)

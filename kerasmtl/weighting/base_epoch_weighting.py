@@ -34,6 +34,8 @@ class EpochWeighting(Weighting):
     losses >= 0: a negative loss counts as 0.
     """
 
+    requires_epoch_update = True
+
     def build(self, losses_shape):
         super().build(losses_shape)
         self.loss_weights = self.add_weight(

@@ -51,6 +51,9 @@ class Weighting(keras.layers.Layer):
 
     #: Whether the strategy needs the per-task gradients (Gram matrix) each step.
     requires_gradients = False
+    #: Whether the strategy changes once per epoch through `update(epoch_losses)`;
+    #: `MultiTaskModel.fit` then adds a `LossWeightScheduler` unless one is given.
+    requires_epoch_update = False
     #: Whether the strategy may work on gradients with respect to the shared
     #: representation instead of the shared parameters ("rep-grad").
     supports_representation_gradients = True

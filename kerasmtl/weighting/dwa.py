@@ -21,9 +21,10 @@ class DWA(EpochWeighting):
     `w_k = 1` for the first two epochs. The weights sum to `K`, as in the paper and
     in LibMTL, so before the first change they equal `Equal`'s.
 
-    The weights change once per epoch: put `kerasmtl.callbacks.LossWeightScheduler`
-    in the `fit` callbacks (it calls `update` with the epoch's task losses, training
-    losses by default as in the paper). Without it the weights stay at 1.
+    The weights change once per epoch, through `update` with the epoch's task
+    losses (training losses, as in the paper): `MultiTaskModel.fit` adds a
+    `kerasmtl.callbacks.LossWeightScheduler` for it; pass your own
+    (`monitor="val_loss"`) to use the validation losses.
 
     Deviations from the paper: the ratio is `(L_k(t-1) + epsilon) / (L_k(t-2) +
     epsilon)`, so a zero loss gives a finite weight (the paper assumes positive

@@ -49,8 +49,8 @@ class LossRatio(EpochWeighting):
     of the strategy on the present tasks alone when the absent ones kept
     weight 1.
 
-    The weights change once per epoch: put `kerasmtl.callbacks.LossWeightScheduler`
-    in the `fit` callbacks. Without it the weights stay at 1.
+    The weights change once per epoch, through `update`: `MultiTaskModel.fit`
+    adds a `kerasmtl.callbacks.LossWeightScheduler` for it (or pass your own).
 
     Args:
         temperature: the temperature `T`; the weights are proportional to the loss
