@@ -56,7 +56,10 @@ class GLS(Weighting):
         del training  # the same total in train and test steps
         losses = ops.cast(losses, "float32")
         present = present_tasks(losses, present)
-        shifted = ops.maximum(ops.where(present, losses, 0.0), 0.0) + self.epsilon
+        # Negative losses count as 0; `where`, not `maximum`: at a loss of exactly 0 torch and JAX
+        # split `maximum`'s gradient between its two arguments, and dTotal/dL_k must be w_k.
+        counted = ops.logical_and(present, ops.greater_equal(losses, 0.0))
+        shifted = ops.where(counted, losses, 0.0) + self.epsilon
         # The geometric mean of the present tasks' losses; the others are left out.
         count = ops.maximum(num_present(present), 1.0)
         total = ops.exp(ops.sum(ops.where(present, ops.log(shifted), 0.0)) / count)
