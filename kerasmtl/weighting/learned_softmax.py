@@ -58,7 +58,7 @@ class LearnedSoftmax(Weighting):
     >>> strategy = LearnedSoftmax(seed=1)
     >>> strategy.build((3,))
     >>> total, weights = strategy.combine(keras.ops.convert_to_tensor([1.0, 2.0, 3.0]))
-    >>> round(float(keras.ops.sum(weights)), 4)
+    >>> round(float(keras.ops.convert_to_numpy(keras.ops.sum(weights))), 4)
     3.0
     """
 

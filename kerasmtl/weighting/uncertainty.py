@@ -49,6 +49,7 @@ class Uncertainty(Weighting):
     >>> strategy = Uncertainty()
     >>> strategy.build((2,))
     >>> total, weights = strategy.combine(keras.ops.convert_to_tensor([2.0, 4.0]))
+    >>> total, weights = keras.ops.convert_to_numpy(total), keras.ops.convert_to_numpy(weights)
     >>> float(total), [float(w) for w in weights]
     (6.0, [1.0, 1.0])
     """
