@@ -38,6 +38,9 @@ from kerasmtl.weighting import (
     UPGrad,
 )
 
+# Runs on every backend (.ci/run repeats it on JAX and torch).
+pytestmark = pytest.mark.backend_neutral
+
 RTOL = 1e-5
 PRESENT = np.array([True, False, True])
 KEPT = [0, 2]

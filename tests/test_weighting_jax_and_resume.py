@@ -15,6 +15,9 @@ from kerasmtl.weighting import RLW, GradVac, PCGrad
 NAMES = sorted({weighting.registry_name(cls.__name__) for cls in weighting.ALL_OBJECTS})
 PRESENT = np.array([True, False, True])
 
+# Runs on every backend (.ci/run repeats it on JAX and torch): the jax.jit test runs there only.
+pytestmark = pytest.mark.backend_neutral
+
 
 def _inputs(seed):
     rng = np.random.default_rng(seed)
@@ -32,9 +35,7 @@ def _step(strategy, gram, losses, present):
     return strategy.combine(losses, training=True, present=present)[1]
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax", reason="checks tracing under jax.jit (JAX backend only)"
-)
+@pytest.mark.backend_only("jax", reason="checks every strategy inside jax.jit")
 @pytest.mark.parametrize("name", NAMES)
 def test_every_strategy_runs_inside_jax_jit(name):
     import jax

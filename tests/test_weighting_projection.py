@@ -616,6 +616,16 @@ def test_finite_on_degenerate_inputs(name):
             np.testing.assert_allclose(scaled, plain, rtol=1e-4, atol=1e-5, err_msg=label)
 
 
+# The two tf.function tests below: JAX's counterpart is
+# test_weighting_jax_and_resume.py::test_every_strategy_runs_inside_jax_jit; torch runs eagerly.
+TF_FUNCTION_ONLY = pytest.mark.backend_only(
+    "tensorflow",
+    reason="tf.function (and XLA) tracing; on JAX test_every_strategy_runs_inside_jax_jit "
+    "checks every strategy under jax.jit; torch runs eagerly",
+)
+
+
+@TF_FUNCTION_ONLY
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_traced_matches_eager(name, jit_compile):
@@ -640,6 +650,7 @@ def test_traced_matches_eager(name, jit_compile):
         )
 
 
+@TF_FUNCTION_ONLY
 @pytest.mark.parametrize("name", ["pcgrad", "grad_vac"])
 def test_shuffle_traces_and_advances_the_seed(name):
     strategy = FACTORIES[name]()

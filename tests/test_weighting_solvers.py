@@ -14,7 +14,11 @@ import itertools
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+
+try:  # tf.function where the backend is TensorFlow
+    import tensorflow as tf
+except ImportError:
+    tf = None
 
 import kerasmtl
 from kerasmtl.weighting import solvers
@@ -244,6 +248,22 @@ def test_project_to_simplex_matches_reference():
     assert result.min() >= 0.0
 
 
+def _compiled(fn):
+    """`fn` in a tf.function on TensorFlow, jitted on JAX; torch runs it eagerly."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return tf.function(fn)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+def _float64(x):
+    return keras.ops.convert_to_numpy(x).astype("float64")
+
+
 @pytest.mark.parametrize("num_tasks", [12])
 def test_iterative_fallbacks_for_many_tasks(num_tasks):
     """Beyond 10 tasks the QPs use FISTA plus an exact polish."""
@@ -251,24 +271,22 @@ def test_iterative_fallbacks_for_many_tasks(num_tasks):
     j = rng.normal(size=(num_tasks, DIM))
     j[0] *= 10.0
     gram = j @ j.T
-    # Graph mode: the fixed-length loops would be slow eagerly.
-    min_norm_point = tf.function(solvers.min_norm_point)
-    lower_bounded_qp = tf.function(solvers.lower_bounded_qp)
-    conflict_averse_dual = tf.function(lambda gram: solvers.conflict_averse_dual(gram, 0.4))
-    weights = np.asarray(min_norm_point(gram.astype("float32")), np.float64)
+    # Compiled where the backend compiles: the fixed-length loops would be slow eagerly.
+    min_norm_point = _compiled(solvers.min_norm_point)
+    lower_bounded_qp = _compiled(solvers.lower_bounded_qp)
+    conflict_averse_dual = _compiled(lambda gram: solvers.conflict_averse_dual(gram, 0.4))
+    weights = _float64(min_norm_point(gram.astype("float32")))
     value, _ = _reference_min_norm(gram)
     assert abs(weights @ gram @ weights - value) <= RTOL * value
     lower = np.eye(num_tasks)[:3] / num_tasks
-    projections = np.asarray(
-        lower_bounded_qp(gram.astype("float32"), lower.astype("float32")), np.float64
-    )
+    projections = _float64(lower_bounded_qp(gram.astype("float32"), lower.astype("float32")))
     assert np.all(projections >= lower - 1e-7)
     for row, bound in zip(projections, lower):
         reference = _reference_lower_bounded(gram / np.trace(gram), bound)
         d, d_ref = j.T @ row, j.T @ reference
         assert np.linalg.norm(d - d_ref) <= RTOL * np.linalg.norm(d_ref)
     weights, _ = conflict_averse_dual(gram.astype("float32"))
-    weights = np.asarray(weights, np.float64)
+    weights = _float64(weights)
     normalized = gram / np.diag(gram).max()
     f_ref, _, radius = _reference_cagrad_dual(normalized, 0.4)
     b = np.full(num_tasks, 1.0 / num_tasks)
@@ -487,6 +505,12 @@ STRATEGIES = [
 ]
 
 
+@pytest.mark.backend_only(
+    "tensorflow",
+    reason="tf.function (and XLA) tracing; on JAX test_weighting_jax_and_resume.py::"
+    "test_every_strategy_runs_inside_jax_jit checks every strategy under jax.jit; "
+    "torch runs eagerly",
+)
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("make", STRATEGIES)
 def test_strategies_trace_in_tf_function(make, jit_compile):
