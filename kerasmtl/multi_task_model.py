@@ -218,9 +218,9 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
         for task in self.tasks:
             chosen = (metrics or {}).get(task.name, task.metrics)
             if chosen:
-                task_metrics[task.name] = (
-                    list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
-                )
+                chosen = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
+                # A metric object holds state: each model gets its own copy.
+                task_metrics[task.name] = [_fresh_metric(metric) for metric in chosen]
         self._task_log_keys = check_log_keys(
             {name: task_metrics.get(name, []) for name in names}, self._model_log_keys()
         )
@@ -694,6 +694,12 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
 
 
 _NON_FINITE_SUFFIX = "_non_finite_steps"
+
+
+def _fresh_metric(metric):
+    if isinstance(metric, keras.metrics.Metric):
+        return metric.__class__.from_config(metric.get_config())
+    return metric
 
 
 class _Untracked:

@@ -39,10 +39,11 @@ class Task:
             is a valid layer name, dict key and serving output name. `loss`
             and names starting with `val_` are reserved by Keras's log names.
         head: what turns the shared features into this task's prediction: a
-            Keras layer or model, an integer (a `Dense` layer with that many
-            units, linear), or `None` for builders that make heads themselves.
-            A head layer is renamed to the task name if it has not been built
-            yet; otherwise its name must already be the task name.
+            Keras layer or model (a template: each model built from the task
+            gets its own copy, named after the task, with the template's
+            weights if it is built), a factory `() -> layer` called once per
+            model, an integer (a `Dense` layer with that many units, linear),
+            or `None` for builders that make heads themselves.
         loss: the task's loss: a Keras loss name, a `keras.losses.Loss`
             instance, or a function `loss(y_true, y_pred)` returning one value
             per sample (or per element, e.g. per pixel). Can also be given to
@@ -51,6 +52,10 @@ class Task:
         loss_weight: the task's static starting weight in the total loss: a
             finite number >= 0.
         mask_value: the label value that marks a missing label, or `None`.
+
+    A `Task` is an immutable description: building a model never changes it, so
+    one task list can build several independent models. `task.replace(...)`
+    makes a changed copy.
 
     Example:
 
@@ -89,15 +94,50 @@ class Task:
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
         loss_weight = check_number(loss_weight, "loss_weight", f"Task '{name}'")
-        self.name = name
-        self.head = head
-        self.loss = loss
-        self.metrics = None if metrics is None else list(metrics)
-        self.loss_weight = loss_weight
-        self.mask_value = mask_value
+        values = {
+            "name": name,
+            "head": head,
+            "loss": loss,
+            "metrics": None if metrics is None else tuple(metrics),
+            "loss_weight": loss_weight,
+            "mask_value": mask_value,
+        }
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, key, value):
+        raise AttributeError(
+            f"Task '{self.name}' is immutable (a model built from it must not change when "
+            f"it does). Make a changed copy with `task.replace({key}=...)`. "
+            f"Received: task.{key}={value!r}"
+        )
+
+    def replace(self, **changes):
+        """Returns a copy of the task with some fields changed (`name`, `head`, `loss`, ...)."""
+        fields = {
+            "name": self.name,
+            "head": self.head,
+            "loss": self.loss,
+            "metrics": self.metrics,
+            "loss_weight": self.loss_weight,
+            "mask_value": self.mask_value,
+        }
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"Unknown Task field(s) {unknown}. Fields: {sorted(fields)}. "
+                f"Received: {sorted(changes)}"
+            )
+        return Task(**{**fields, **changes})
 
     def build_head(self):
-        """Returns the head as a layer named after the task."""
+        """Returns a new head layer named after the task; the task is left unchanged.
+
+        Each call makes a layer of its own, so two models built from one task list
+        have independent heads: an int gives a new `Dense`, a factory is called
+        again, and a layer given as `head` is a template, copied from its config
+        (with its weights, if it is built).
+        """
         head = self.head
         if head is None:
             raise ValueError(
@@ -105,17 +145,16 @@ class Task:
                 "Dense layer with that many units)."
             )
         if isinstance(head, int):
-            head = keras.layers.Dense(head, name=self.name)
-        elif isinstance(head, keras.layers.Layer) and head.name != self.name:
-            if head.built:
-                raise ValueError(
-                    f"Task '{self.name}': its head layer is already built under the name "
-                    f"'{head.name}'. Name the head after the task (name='{self.name}') or "
-                    f"pass an unbuilt layer. Received: head={head.name}"
-                )
-            head.name = self.name
-        self.head = head
-        return head
+            return keras.layers.Dense(head, name=self.name)
+        if isinstance(head, keras.layers.Layer):
+            return _copy_layer(head, self.name)
+        layer = head()
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"Task '{self.name}': the head factory must return a Keras layer. "
+                f"Received: {layer!r}"
+            )
+        return layer if layer.name == self.name else _copy_layer(layer, self.name)
 
     def get_config(self):
         # The head is not part of the task's config: it lives in the model graph.
@@ -225,6 +264,23 @@ def check_log_keys(task_metrics, model_keys=("loss",)):
             owners[key] = name
             keys_of_tasks[key] = name
     return keys_of_tasks
+
+
+def _copy_layer(layer, name):
+    """A new layer (or model) of `layer`'s class and config, named `name`, with its weights."""
+    config = {**layer.get_config(), "name": name}
+    copy = layer.__class__.from_config(config)
+    if layer.built and layer.weights:
+        build_config = layer.get_build_config()
+        if build_config is None:
+            raise ValueError(
+                f"The head '{layer.name}' is built but cannot say its input shape, so "
+                f"its weights cannot be copied to task '{name}'. Pass an unbuilt layer "
+                f"or a factory. Received: head={layer.name}"
+            )
+        copy.build_from_config(build_config)
+        copy.set_weights(layer.get_weights())
+    return copy
 
 
 def _serialize(obj):

@@ -27,7 +27,7 @@ from kerasmtl import weighting as weighting_module
 from kerasmtl.evaluation import delta_m, metric_direction, report_from_logs
 from kerasmtl.hard_sharing import hard_sharing
 from kerasmtl.multi_task_model import MultiTaskModel
-from kerasmtl.task import Task, check_tasks
+from kerasmtl.task import check_tasks
 
 _INSTALL_HINT = 'pip install "kerasmtl[tuner]"'
 
@@ -1143,59 +1143,36 @@ def _input_specs(inputs):
 
 
 def _task_template(task):
-    """What it takes to make a fresh copy of a task (with a fresh head) for each trial."""
+    """Checks that a task can give each trial a head with fresh weights."""
     head = task.head
     if head is None:
         raise ValueError(
             f"Task '{task.name}' has no head. Give each task a `head` (an int for a Dense "
             "layer with that many outputs, or an unbuilt layer)."
         )
-    if isinstance(head, keras.layers.Layer):
-        if head.built:
-            raise ValueError(
-                f"Task '{task.name}': its head layer is already built; every trial needs "
-                "fresh weights. Pass an unbuilt layer or an int (the number of outputs). "
-                f"Received: head={head.name}"
-            )
-        head = ("layer", head.__class__, head.get_config())
-    elif isinstance(head, int):
-        head = ("units", head)
-    else:
-        head = ("callable", head)
-    return task, head
+    if isinstance(head, keras.layers.Layer) and head.built:
+        raise ValueError(
+            f"Task '{task.name}': its head layer is already built; every trial needs "
+            "fresh weights. Pass an unbuilt layer or an int (the number of outputs). "
+            f"Received: head={head.name}"
+        )
+    return task
 
 
-def _task_from_template(template, head_layers, head_units):
-    original, head = template
-    if head[0] == "units":
-        hidden = [
-            keras.layers.Dense(head_units, activation="relu") for _ in range(head_layers or 0)
-        ]
-        if hidden:
-            layer = keras.Sequential([*hidden, keras.layers.Dense(head[1])], name=original.name)
-        else:
-            layer = keras.layers.Dense(head[1], name=original.name)
-    elif head[0] == "layer":
-        layer = head[1].from_config(head[2])
-    else:
-        layer = head[1]
-    # A copy: `build_head` stores the head in the task, and metric objects hold state.
-    return Task(
-        original.name,
-        head=layer,
-        loss=original.loss,
-        metrics=None
-        if original.metrics is None
-        else [_fresh_metric(metric) for metric in original.metrics],
-        loss_weight=original.loss_weight,
-        mask_value=original.mask_value,
-    )
+def _task_from_template(task, head_layers, head_units):
+    # Tasks are immutable and `build_head` copies a layer template per model, and
+    # `compile` copies metric objects: an int head is the only one the tuner resizes.
+    if not isinstance(task.head, int):
+        return task
+    if not head_layers:
+        return task
+    units = task.head
 
+    def head():
+        hidden = [keras.layers.Dense(head_units, activation="relu") for _ in range(head_layers)]
+        return keras.Sequential([*hidden, keras.layers.Dense(units)], name=task.name)
 
-def _fresh_metric(metric):
-    if isinstance(metric, keras.metrics.Metric):
-        return metric.__class__.from_config(metric.get_config())
-    return metric
+    return task.replace(head=head)
 
 
 _HYPERMODEL_DOC = """A keras-tuner `HyperModel` that searches task weighting and model sizes.

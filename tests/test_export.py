@@ -131,7 +131,11 @@ def test_saved_variables_are_exactly_the_layer_weights(trained, exports):
     model, _ = trained
     layer_weights = [w for layer in model.layers for w in layer.weights]
     expected = sorted((w.path, tuple(w.shape)) for w in layer_weights)
-    assert "uncertainty/log_variances" in [w.path for w in model.weights]
+    # The strategy's own variable exists (named `uncertainty`, or `uncertainty_<n>` when
+    # other tests of the session made Uncertainty strategies before) ...
+    log_variances = model.weighting.log_variances.path
+    assert log_variances in [w.path for w in model.weights]
+    assert log_variances not in [path for path, _ in expected]  # ... and is no layer weight
     assert len(model.optimizer.variables) > 0
     for export_dir in (exports["raw"], exports["processed"]):
         meta_graph = _meta_graph(export_dir)
