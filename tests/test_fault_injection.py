@@ -108,3 +108,25 @@ def test_strategy_survives_faults(strategy, case):
         assert not [m for m in messages if not m.startswith("Non-finite task loss")], messages
     if case == "present_in_one_of_four_batches":
         assert np.all(np.isfinite(logs["c_loss"]))
+
+
+LOSS_BASED = [name for name in STRATEGIES if not kerasmtl.weighting.get(name).requires_gradients]
+
+
+@pytest.mark.parametrize("strategy", LOSS_BASED)
+def test_one_task_model_trains_without_warnings(strategy):
+    keras.utils.set_random_seed(0)
+    model = kerasmtl.hard_sharing(
+        {"features": (6,)}, keras.layers.Dense(8, name="trunk"), [Task("a", head=1, loss="mse")]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), weighting=strategy)
+    x, y = _data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, {"a": y["a"]}, batch_size=BATCH, epochs=3, verbose=0)
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], [
+        str(w.message) for w in caught
+    ]
+    assert history.history["a_loss"][-1] < history.history["a_loss"][0]
+    if strategy != "uncertainty":  # Uncertainty learns a weight exp(-s) even for one task
+        np.testing.assert_allclose(history.history["a_weight"], 1.0, rtol=1e-5)

@@ -74,7 +74,9 @@ class LearnedSoftmax(Weighting):
         self.logits = self.add_weight(
             shape=(self.num_tasks,),
             initializer=keras.initializers.RandomNormal(stddev=self.initial_stddev, seed=self.seed),
-            trainable=True,
+            # One task: its weight is 1 whatever the logit, so there is nothing to learn
+            # (a trainable variable without a gradient makes Keras warn each step).
+            trainable=self.num_tasks > 1,
             name="logits",
         )
 
