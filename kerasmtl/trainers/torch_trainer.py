@@ -41,6 +41,8 @@ def gradient_train_step(model, data):
     values = [variable.value for variable in variables]
     model.zero_grad()
     if model.gradient_source == gm.REPRESENTATION:
+        # As tensors: a view built on `model.inputs` (a list) warns on a bare NumPy batch.
+        x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
         y_pred, representation = model.representation_views.full(x, training=True)
     else:
         y_pred = model(x, training=True)
