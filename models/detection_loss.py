@@ -79,7 +79,11 @@ class DetectionLoss(keras.losses.Loss):
         objectness = y_true[..., 4]
         positive = ops.cast(ops.equal(objectness, 1.0), y_pred.dtype)
         objectness_weight = positive + self.no_object_weight * (1.0 - positive)
-        objectness_loss = ops.binary_crossentropy(objectness, y_pred[..., 4], from_logits=True)
+        # BCE from the logit as o * softplus(-z) + (1 - o) * softplus(z): exact for confident
+        # logits on every backend (torch's `binary_crossentropy` rounds log(1 + e^-40) to 0).
+        logits = y_pred[..., 4]
+        objectness_loss = objectness * ops.softplus(-logits)
+        objectness_loss += (1.0 - objectness) * ops.softplus(logits)
         box_error = ops.sum(ops.square(y_true[..., :4] - y_pred[..., :4]), axis=-1)
         return objectness_weight * objectness_loss + self.box_weight * positive * box_error
 
