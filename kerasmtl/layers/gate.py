@@ -56,7 +56,7 @@ class Gate(BaseGate):
     >>> weights = gate(np.random.rand(2, 16).astype("float32"))
     >>> tuple(weights.shape)
     (2, 4)
-    >>> np.allclose(keras.ops.sum(weights, axis=-1), 1.0)
+    >>> np.allclose(keras.ops.convert_to_numpy(keras.ops.sum(weights, axis=-1)), 1.0)
     True
     """
 
