@@ -29,6 +29,7 @@ def hard_sharing(inputs, trunk, tasks, name="hard_sharing"):
 
     Example:
 
+    >>> from kerasmtl import Task
     >>> trunk = keras.Sequential([keras.layers.Dense(16, activation="relu")])
     >>> model = hard_sharing(
     ...     {"features": (8,)}, trunk,

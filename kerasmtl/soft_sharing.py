@@ -25,6 +25,7 @@ def soft_sharing(inputs, tower, tasks, penalty=1e-3, name="soft_sharing"):
 
     Example:
 
+    >>> from kerasmtl import Task
     >>> def tower(task_name):
     ...     return keras.Sequential([keras.layers.Dense(8, activation="relu")])
     >>> model = soft_sharing(

@@ -84,8 +84,8 @@ def classify_and_localize(
     >>> labels = {"label": np.array([0, 2, -1, 1]),
     ...           "box": np.random.rand(4, 4).astype("float32")}
     >>> history = model.fit(images, labels, epochs=1, verbose=0)
-    >>> {task: tuple(out.shape) for task, out in model.predict(images, verbose=0).items()}
-    {'label': (4, 3), 'box': (4, 4)}
+    >>> {task: tuple(out.shape) for task, out in sorted(model.predict(images, verbose=0).items())}
+    {'box': (4, 4), 'label': (4, 3)}
     """
     input_shape = check_image_shape(input_shape, "input_shape")
     check_positive_int(num_classes, "num_classes")

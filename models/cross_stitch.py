@@ -81,7 +81,8 @@ def cross_stitch(
     ...                      [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse"),
     ...                       Task("c", head=2, loss="mse")],
     ...                      units=(8, 8), alpha_self=0.8)
-    >>> model.get_layer("cross_stitch_0").mixing.numpy()[0].astype("float64").round(2).tolist()
+    >>> mixing = keras.ops.convert_to_numpy(model.get_layer("cross_stitch_0").mixing)
+    >>> mixing[0].astype("float64").round(2).tolist()
     [0.8, 0.1, 0.1]
     """
     check_tasks(tasks)

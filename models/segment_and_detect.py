@@ -99,8 +99,8 @@ def segment_and_detect(
     >>> detection[0, 1, 0] = [0.5, 0.5, 0.3, 0.4, 1.0]
     >>> history = model.fit(images, {"segmentation": segmentation, "detection": detection},
     ...                     epochs=1, verbose=0)
-    >>> {task: tuple(out.shape) for task, out in model.predict(images, verbose=0).items()}
-    {'segmentation': (2, 16, 16, 3), 'detection': (2, 2, 2, 5)}
+    >>> {task: tuple(out.shape) for task, out in sorted(model.predict(images, verbose=0).items())}
+    {'detection': (2, 2, 2, 5), 'segmentation': (2, 16, 16, 3)}
     """
     input_shape = check_image_shape(input_shape, "input_shape")
     for arg_name, value in (

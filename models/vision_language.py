@@ -98,8 +98,8 @@ def vision_language(
     ...      "tokens": np.array([[5, 9, 2, 0, 0, 0]] * 4)}
     >>> y = {"match": np.array([1.0, 0.0, -1.0, 1.0]), "label": np.array([0, 2, 1, -1])}
     >>> history = model.fit(x, y, epochs=1, verbose=0)
-    >>> {task: tuple(out.shape) for task, out in model.predict(x, verbose=0).items()}
-    {'match': (4, 1), 'label': (4, 3)}
+    >>> {task: tuple(out.shape) for task, out in sorted(model.predict(x, verbose=0).items())}
+    {'label': (4, 3), 'match': (4, 1)}
     """
     image_shape = check_image_shape(image_shape, "image_shape")
     for arg_name, value in (

@@ -4,8 +4,6 @@ Their layers (`Expert`, `Gate`, `DSelectKGate`, `ExpertMixture`, `CrossStitch`,
 `TaskAttention`), their builders in `kerasmtl.models`, and `gate_weights`.
 """
 
-import doctest
-import importlib
 import os
 
 import keras
@@ -111,31 +109,6 @@ def _assert_outputs_close(actual, expected, atol):
 
 
 # === Docstrings ===
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "kerasmtl.layers.expert",
-        "kerasmtl.layers.gate",
-        "kerasmtl.layers.dselect_k_gate",
-        "kerasmtl.layers.expert_mixture",
-        "kerasmtl.layers.cross_stitch",
-        "kerasmtl.layers.task_attention",
-        "kerasmtl.models.shared_bottom",
-        "kerasmtl.models.mmoe",
-        "kerasmtl.models.ple",
-        "kerasmtl.models.cross_stitch",
-        "kerasmtl.models.mtan",
-        "kerasmtl.models.dselect_k",
-        "kerasmtl.models.gate_weights",
-    ],
-)
-def test_docstring_example_runs(module):
-    module = importlib.import_module(module)
-    result = doctest.testmod(module, extraglobs={"keras": keras})
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 def test_public_names_are_exported():

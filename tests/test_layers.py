@@ -1,7 +1,5 @@
 """Tests of the alignment and fusion layers of kerasmtl.layers."""
 
-import doctest
-import importlib
 
 import keras
 import numpy as np
@@ -27,29 +25,12 @@ def _to_channels_first(x):
     return np.transpose(x, (0, 3, 1, 2))
 
 
-# === Exports and docstrings ===
+# === Exports ===
 
 
 def test_adaptive_pooling_is_reexported_unchanged():
     assert layers.AdaptiveAveragePooling2D is keras.layers.AdaptiveAveragePooling2D
     assert layers.AdaptiveMaxPooling2D is keras.layers.AdaptiveMaxPooling2D
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "channel_projection",
-        "spatial_alignment",
-        "concat_fusion",
-        "self_attention_fusion",
-        "cross_attention_fusion",
-    ],
-)
-def test_docstring_example_runs(module):
-    module = importlib.import_module(f"kerasmtl.layers.{module}")
-    result = doctest.testmod(module)
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 # === ChannelProjection ===

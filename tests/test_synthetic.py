@@ -1,11 +1,9 @@
 """The MMoE synthetic data generator (Ma et al., KDD 2018, Sec. 3.2)."""
 
-import doctest
 
 import numpy as np
 import pytest
 
-from kerasmtl.data import synthetic
 from kerasmtl.data.synthetic import mmoe_synthetic
 
 NUM_SAMPLES = 20_000
@@ -13,12 +11,6 @@ NUM_SAMPLES = 20_000
 
 def _pearson(y, names=("task_1", "task_2")):
     return np.corrcoef(y[names[0]][:, 0], y[names[1]][:, 0])[0, 1]
-
-
-def test_docstring_example_runs():
-    result = doctest.testmod(synthetic)
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 @pytest.mark.parametrize("correlation", [-0.5, 0.0, 0.5, 0.9, 1.0])

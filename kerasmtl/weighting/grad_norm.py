@@ -81,7 +81,7 @@ class GradNorm(Weighting):
     >>> weights = strategy.compute_weights_from_gram(gram, keras.ops.ones((2,)))
     >>> [round(float(w), 3) for w in weights]  # the first step uses w = 1
     [1.0, 1.0]
-    >>> [round(float(w), 3) for w in strategy.loss_weights.numpy()]
+    >>> [round(float(w), 3) for w in keras.ops.convert_to_numpy(strategy.loss_weights)]
     [0.975, 1.025]
     """
 
