@@ -373,6 +373,18 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
             {task.name: task.mask_value for task in self.tasks},
         )
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # Keras turns `{name: x}` for a graph built on one tensor into `[x]`, then warns
+        # that `[x]` is not that tensor (keras/src/models/functional.py,
+        # `_standardize_inputs`): a dict keyed by the input's name is the input itself.
+        if (
+            isinstance(inputs, dict)
+            and isinstance(self.input, keras.KerasTensor)
+            and list(inputs) == [self.input.name]
+        ):
+            inputs = inputs[self.input.name]
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
     def fit(self, x=None, y=None, *args, **kwargs):
         arguments = label_checks.bound_arguments(keras.Model.fit, self, x, y, args, kwargs)
         self._check_data(
@@ -392,6 +404,11 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
             # Placed first, so checkpoints saved at an epoch's end include its update.
             callbacks.insert(0, LossWeightScheduler())
         callbacks.append(monitor)
+        if self._uses_gradient_step() and arguments.get("verbose", "auto") != 0:
+            from kerasmtl.tracing_notice import TracingNotice
+
+            # Tracing K backward passes can take minutes before the progress bar moves.
+            callbacks.insert(0, TracingNotice(self))
         if positional:
             args = (*args[:3], callbacks, *args[4:])
         else:
