@@ -1,4 +1,6 @@
-"""The benchmark scripts and examples run, with tiny budgets, and print their tables.
+"""The benchmark scripts run, with tiny budgets, and print their tables.
+
+The examples run in tests/test_examples.py.
 
 Their figures are recorded in benchmarks/README.md from full runs; these tests only keep
 the scripts working (no timing is asserted here).
@@ -80,15 +82,3 @@ def test_multi_digits_delta_m_prints_a_table():
     for name in ("equal", "pcgrad"):
         (row,) = _table_rows(output, name)
         assert re.fullmatch(r"[+-]\d+\.\d\d ± \d+\.\d\d", row[3]), output
-
-
-def test_main_job_runs_end_to_end(tmp_path):
-    output = _run(
-        os.path.join(ROOT, "examples", "main.py"),
-        *("--epochs", "1", "--out", str(tmp_path)),
-        cwd=str(tmp_path),
-    )
-    assert "delta-m vs single-task:" in output, output
-    assert os.path.exists(tmp_path / "loss_weights.png")
-    assert os.path.exists(tmp_path / "serving" / "multi_digits" / "1" / "saved_model.pb")
-    assert "checked in a fresh process" in output
