@@ -125,23 +125,11 @@ def _export_in_tensorflow_process(
                 else {"__single__": np.asarray(warmup_inputs)}
             )
             np.savez(warmup_path, **arrays)
-        environment = dict(os.environ, KERAS_BACKEND="tensorflow")
-        environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _EXPORT_CHILD_SCRIPT,
-                model_path,
-                os.path.abspath(os.fspath(base_dir)),
-                arguments_path,
-                warmup_path,
-            ],
-            cwd=workdir,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=600,
+        result = _run_child(
+            _EXPORT_CHILD_SCRIPT,
+            [model_path, os.path.abspath(os.fspath(base_dir)), arguments_path, warmup_path],
+            workdir,
+            KERAS_BACKEND="tensorflow",
         )
     if result.returncode != 0:
         raise RuntimeError(
@@ -833,31 +821,32 @@ with open(info_path, "w") as handle:
 """.format(signature=SIGNATURE_NAME)
 
 
+def _run_child(script, arguments, workdir, **environment):
+    """Runs `python -c script arguments...` in `workdir` (an empty folder, so nothing in the
+    caller's folder can be imported) and returns the completed process."""
+    environment = dict(os.environ, **environment)
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return subprocess.run(
+        [sys.executable, "-c", script, *arguments],
+        cwd=workdir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def _run_fresh_process(export_dir, arrays):
     with tempfile.TemporaryDirectory(prefix="kerasmtl-verify-") as workdir:
         inputs_path = os.path.join(workdir, "inputs.npz")
         outputs_path = os.path.join(workdir, "outputs.npz")
         info_path = os.path.join(workdir, "info.json")
         np.savez(inputs_path, **arrays)
-        environment = dict(os.environ)
-        environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         started = time.time()
-        # Run from an empty folder, so nothing in the caller's folder can be imported.
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _CHILD_SCRIPT,
-                os.path.abspath(export_dir),
-                inputs_path,
-                outputs_path,
-                info_path,
-            ],
-            cwd=workdir,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=600,
+        result = _run_child(
+            _CHILD_SCRIPT,
+            [os.path.abspath(export_dir), inputs_path, outputs_path, info_path],
+            workdir,
         )
         if result.returncode != 0:
             raise ExportVerificationError(

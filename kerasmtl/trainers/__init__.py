@@ -17,6 +17,6 @@ elif _BACKEND == "jax":
 elif _BACKEND == "torch":
     from kerasmtl.trainers.torch_trainer import TorchMultiTaskTrainer as MultiTaskTrainer
 else:
-    from kerasmtl.trainers.base_trainer import UnsupportedBackendTrainer as MultiTaskTrainer
+    from kerasmtl.trainers.base_trainer import BaseMultiTaskTrainer as MultiTaskTrainer
 
 __all__ = ["MultiTaskTrainer"]

@@ -1,9 +1,14 @@
-"""The trainer of a backend that cannot train (Keras's `numpy` and `openvino` backends)."""
+"""What every backend's trainer has unless it distributes: single-process hooks."""
 
 
+class BaseMultiTaskTrainer:
+    """The hooks `MultiTaskModel` calls on its trainer, for a single process.
 
-class UnsupportedBackendTrainer:
-    """Inference only: building, predicting and saving work; `fit` is Keras's own error."""
+    The TensorFlow trainer overrides them for `tf.distribute`; JAX's
+    `DataParallel` needs nothing (the arrays in the jitted step are global).
+    Used alone on Keras's other backends (`numpy`, `openvino`), which cannot
+    train: building, predicting and saving work there.
+    """
 
     def _global_task_losses(self, losses, counts):
         return losses, counts

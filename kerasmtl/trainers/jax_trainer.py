@@ -14,9 +14,10 @@ import keras
 from keras import ops
 
 from kerasmtl.trainers import gradient_math as gm
+from kerasmtl.trainers.base_trainer import BaseMultiTaskTrainer
 
 
-class JAXMultiTaskTrainer:
+class JAXMultiTaskTrainer(BaseMultiTaskTrainer):
     """Mixed into `MultiTaskModel` on the JAX backend (before `keras.Model`)."""
 
     def train_step(self, state, data):
@@ -24,16 +25,6 @@ class JAXMultiTaskTrainer:
             return super().train_step(state, data)
         return gradient_train_step(self, state, data)
 
-    def _global_task_losses(self, losses, counts):
-        # Under `keras.distribution.DataParallel` the arrays inside the jitted step
-        # are global: the masked means are already the global batch's.
-        return losses, counts
-
-    def _num_replicas(self):
-        return 1
-
-    def _fit_override(self, x, y, args, kwargs):
-        return None
 
 
 def _scope(model, trainable, non_trainable, metrics=None, collect_losses=False):

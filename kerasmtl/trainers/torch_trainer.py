@@ -4,9 +4,10 @@ import keras
 import torch
 
 from kerasmtl.trainers import gradient_math as gm
+from kerasmtl.trainers.base_trainer import BaseMultiTaskTrainer
 
 
-class TorchMultiTaskTrainer:
+class TorchMultiTaskTrainer(BaseMultiTaskTrainer):
     """Mixed into `MultiTaskModel` on the torch backend (before `keras.Model`)."""
 
     def train_step(self, data):
@@ -14,14 +15,6 @@ class TorchMultiTaskTrainer:
             return super().train_step(data)
         return gradient_train_step(self, data)
 
-    def _global_task_losses(self, losses, counts):
-        return losses, counts
-
-    def _num_replicas(self):
-        return 1
-
-    def _fit_override(self, x, y, args, kwargs):
-        return None
 
 
 def gradient_train_step(model, data):
