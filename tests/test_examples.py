@@ -1,4 +1,5 @@
-"""Every script in examples/ runs, with a tiny budget, and prints what it promises.
+"""Every script in examples/ runs, with a tiny budget, and prints what it promises; so does
+every python block of README.md, as pasted.
 
 The scripts are found by listing examples/; each needs an entry in `BUDGETS` (its tiny
 arguments and a line its output must contain), so a new example cannot be left out.
@@ -6,6 +7,7 @@ Full-size figures are in the scripts' docstrings and README.md; no timing is ass
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -63,3 +65,43 @@ def test_example_runs(script, tmp_path):
         assert "checked in a fresh process" in output
     if script == "task_affinity.py":
         assert os.path.exists(tmp_path / "task_affinity.npy")
+
+
+def _readme_blocks():
+    """README's python programs: its python blocks that import kerasmtl (not one-line fragments)."""
+    with open(os.path.join(ROOT, "README.md")) as file:
+        readme = file.read()
+    blocks = re.findall(r"^```python\n(.*?)^```", readme, flags=re.DOTALL | re.MULTILINE)
+    return [block for block in blocks if "import kerasmtl" in block]
+
+
+def test_readme_has_the_blocks_it_is_tested_by():
+    blocks = _readme_blocks()
+    assert any("kerasmtl.hard_sharing" in block and "quickstart.keras" in block for block in blocks)
+    assert any("keras.applications" in block for block in blocks)
+    assert any('"categorical"' in block for block in blocks)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("index", range(len(_readme_blocks())))
+def test_readme_python_block_runs_as_pasted(index, tmp_path):
+    blocks = _readme_blocks()
+    block = blocks[index]
+    saves = 'model.save("quickstart.keras")'
+    # A block that loads the quickstart's model runs after the quickstart, in one directory.
+    quickstart = next(b for b in blocks if saves in b)
+    runs = [quickstart, block] if "quickstart.keras" in block and saves not in block else [block]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    for code in runs:
+        result = subprocess.run(
+            [sys.executable, "-W", "error::UserWarning", "-c", code],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    if saves in block:
+        assert "category_loss" in result.stdout
+        assert (tmp_path / "quickstart.keras").exists()
