@@ -404,7 +404,7 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
             # Placed first, so checkpoints saved at an epoch's end include its update.
             callbacks.insert(0, LossWeightScheduler())
         callbacks.append(monitor)
-        if self._uses_gradient_step() and arguments.get("verbose", "auto") != 0:
+        if self._traces_first_step() and arguments.get("verbose", "auto") != 0:
             from kerasmtl.tracing_notice import TracingNotice
 
             # Tracing K backward passes can take minutes before the progress bar moves.
@@ -419,6 +419,16 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
             history = super().fit(x, y, *args, **kwargs)
         monitor.warn()
         return history
+
+    def _traces_first_step(self):
+        # The step is traced once per compile (`compile` resets `train_function`); torch
+        # runs it eagerly unless it is compiled with `jit_compile=True`.
+        return (
+            self._uses_gradient_step()
+            and self.train_function is None
+            and not self.run_eagerly
+            and (keras.backend.backend() != "torch" or bool(self.jit_compile))
+        )
 
     def _needs_scheduler(self, callbacks):
         if self.weighting is None or not self.weighting.requires_epoch_update:

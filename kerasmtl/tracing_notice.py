@@ -13,7 +13,9 @@ class TracingNotice(keras.callbacks.Callback):
     The first step of a gradient-based strategy traces (or compiles) K backward
     passes, which on an image trunk can take minutes with nothing on screen.
     `MultiTaskModel.fit` adds this callback when the strategy declares
-    `requires_gradients` and `verbose` is not 0; it prints one line at
+    `requires_gradients`, the step is about to be traced (the first `fit`
+    after `compile`; on torch only with `jit_compile=True`, since torch runs
+    the step eagerly) and `verbose` is not 0; it prints one line at
     `on_train_begin`, where the progress bar prints.
 
     Args:

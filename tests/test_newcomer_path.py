@@ -30,6 +30,15 @@ def _model(seed=0):
 # === The first step of a gradient-based strategy ===
 
 
+_TRACED = pytest.mark.backend_only(
+    "tensorflow",
+    "jax",
+    reason="torch runs the step eagerly (without jit_compile): nothing is traced, no line; "
+    "test_no_notice_when_nothing_is_traced checks that",
+)
+
+
+@_TRACED
 @pytest.mark.parametrize("verbose", [1, 2, "auto", None])
 def test_gradient_based_fit_says_it_traces_before_the_first_step(verbose, capsys):
     x, y = _data()
@@ -46,6 +55,7 @@ def test_gradient_based_fit_says_it_traces_before_the_first_step(verbose, capsys
     assert output.index(line) < output.index("Epoch 1/2"), output
 
 
+@_TRACED
 def test_representation_gradients_name_the_representation(capsys):
     x, y = _data()
     model = _model()
@@ -61,6 +71,22 @@ def test_no_notice_when_silent_or_loss_based(weighting, verbose, capsys):
     model = _model()
     model.compile(optimizer="sgd", weighting=weighting)
     model.fit(x, y, epochs=1, batch_size=8, verbose=verbose)
+    assert "tracing" not in capsys.readouterr().out
+
+
+def test_no_notice_when_nothing_is_traced(capsys):
+    x, y = _data()
+    model = _model()
+    model.compile(optimizer="sgd", weighting="mgda")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=2)
+    first = capsys.readouterr().out
+    # The step is traced once per compile: a second fit starts at full speed.
+    model.fit(x, y, epochs=1, batch_size=8, verbose=2)
+    assert "tracing" not in capsys.readouterr().out
+    # torch runs the step eagerly; so does any backend with run_eagerly=True.
+    assert ("tracing" in first) == (keras.backend.backend() != "torch"), first
+    model.compile(optimizer="sgd", weighting="mgda", run_eagerly=True)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=2)
     assert "tracing" not in capsys.readouterr().out
 
 
