@@ -13,7 +13,7 @@ The categorical features are declared as `("categorical", vocabulary_size)`: eac
 becomes an int32 input of shape `(1,)` embedded by a `keras.layers.Embedding` named
 `{name}_embedding`; numeric ones as `"numeric"`. Prints each task's test AUC.
 
-    python examples/tabular_recommendation.py                  # a few seconds on 2 CPU cores
+    python examples/tabular_recommendation.py                  # 10-15 s on 2 CPU cores
     python examples/tabular_recommendation.py --architecture ple --epochs 5
 """
 
