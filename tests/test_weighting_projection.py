@@ -422,7 +422,8 @@ def _aligned_rtol(jacobian, rtol):
     # accuracy ~ eps * kappa (kappa over the kept eigenvalues), whatever the algorithm:
     # the rounding of G alone moves it that much. "median" and "rmse" amplify that
     # direction by sqrt(lambda_scale / lambda_min), so the tolerance has to follow.
-    return CLOSED_FORM_RTOL + FLOAT32_EPS * _kept_condition_number(jacobian, rtol)
+    # The constant 2: LAPACK's float32 eigh (JAX, torch) was measured 1.24x over eps*kappa.
+    return CLOSED_FORM_RTOL + 2.0 * FLOAT32_EPS * _kept_condition_number(jacobian, rtol)
 
 
 @pytest.mark.parametrize("scale_mode", ["min", "median", "rmse"])
@@ -617,7 +618,13 @@ def test_finite_on_degenerate_inputs(name):
             # Scale-free methods: the same coefficients as at scale 1.
             plain = _weights(DETERMINISTIC_FACTORIES[name](), HARD_CASES["conflicting_k3"])
             scaled = _weights(DETERMINISTIC_FACTORIES[name](), jacobian)
-            np.testing.assert_allclose(scaled, plain, rtol=1e-4, atol=1e-5, err_msg=label)
+            # AlignedMTL goes through a float32 eigendecomposition, accurate to ~eps*kappa
+            # only (kappa ~2.5e4 here): its two runs may differ by that much (LAPACK's
+            # solvers on JAX and torch do; TF's happens to land closer).
+            rtol = 1e-4
+            if name == "aligned_mtl":
+                rtol = max(rtol, _aligned_rtol(HARD_CASES["conflicting_k3"], None))
+            np.testing.assert_allclose(scaled, plain, rtol=rtol, atol=1e-5, err_msg=label)
 
 
 # The tf.function test below: JAX's counterpart is
