@@ -82,3 +82,32 @@ def test_multi_digits_delta_m_prints_a_table():
     for name in ("equal", "pcgrad"):
         (row,) = _table_rows(output, name)
         assert re.fullmatch(r"[+-]\d+\.\d\d ± \d+\.\d\d", row[3]), output
+
+
+def test_backend_step_time_prints_ratios_per_backend():
+    output = _run(
+        "backend_step_time.py",
+        *("--backends", "tensorflow", "torch", "--tasks", "2", "--strategies", "equal",
+          "pcgrad+rep", "--samples", "128", "--epochs", "1"),
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    rows = _table_rows(output, "tensorflow") + _table_rows(output, "torch")
+    assert [row[2] for row in rows] == ["equal", "pcgrad+rep"] * 2, output
+    for row in rows:
+        assert float(row[3]) > 0.0 and math.isfinite(float(row[4])), output
+    assert all(row[5] == "1.00" for row in _table_rows(output, "tensorflow")), output
+
+
+def test_many_tasks_prints_the_solver_share():
+    output = _run(
+        "many_tasks.py",
+        *("--tasks", "2", "12", "--only", "mgda", "--samples", "128", "--epochs", "1",
+          "--calls", "2"),
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    rows = _table_rows(output, "")
+    assert [(row[0], row[1]) for row in rows if row[0] in ("2", "12")] == [
+        ("2", "mgda"), ("12", "mgda")
+    ], output
+    for row in rows[1:]:
+        assert float(row[2]) > 0.0 and float(row[3]) > 0.0 and row[4].endswith("%"), output
