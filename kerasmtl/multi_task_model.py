@@ -447,22 +447,18 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
         return self._logs_as_list(super().evaluate(**_with_dict_logs(arguments)))
 
     def train_on_batch(self, x, y=None, *args, **kwargs):
-        arguments = label_checks.bound_arguments(
-            keras.Model.train_on_batch, self, x, y, args, kwargs
-        )
-        self._check_data(x, y, arguments.get("sample_weight"))
-        if arguments.get("return_dict", False) or not arguments:
-            return super().train_on_batch(x, y, *args, **kwargs)
-        return self._logs_as_list(super().train_on_batch(**_with_dict_logs(arguments)))
+        return self._on_batch(keras.Model.train_on_batch, x, y, args, kwargs)
 
     def test_on_batch(self, x, y=None, *args, **kwargs):
-        arguments = label_checks.bound_arguments(
-            keras.Model.test_on_batch, self, x, y, args, kwargs
-        )
+        return self._on_batch(keras.Model.test_on_batch, x, y, args, kwargs)
+
+    def _on_batch(self, method, x, y, args, kwargs):
+        """`train_on_batch` / `test_on_batch`: checked data, lists ordered as `metrics_names`."""
+        arguments = label_checks.bound_arguments(method, self, x, y, args, kwargs)
         self._check_data(x, y, arguments.get("sample_weight"))
         if arguments.get("return_dict", False) or not arguments:
-            return super().test_on_batch(x, y, *args, **kwargs)
-        return self._logs_as_list(super().test_on_batch(**_with_dict_logs(arguments)))
+            return method(self, x, y, *args, **kwargs)
+        return self._logs_as_list(method(self, **_with_dict_logs(arguments)))
 
     def _logs_as_list(self, logs):
         names = self.metrics_names
