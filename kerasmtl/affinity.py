@@ -27,6 +27,7 @@ import numpy as np
 
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.plots import _pyplot
+from kerasmtl.trainers import gradient_math
 
 MAX_EXHAUSTIVE_TASKS = 10
 
@@ -54,7 +55,18 @@ class _Lookahead:
 
         self.model = model
         self.task_names = model.task_names
-        self.shared_variables = None
+        try:
+            # Decided once from the functional graph, as for the gradient-based strategies.
+            self.shared_indices = gradient_math.shared_variable_indices(model)
+        except ValueError:
+            raise ValueError(
+                "Task affinity is defined on parameters shared by two or more tasks, and "
+                f"this model has none. Tasks: {self.task_names}. "
+                f"Received: model={model.name}"
+            ) from None
+        self.shared_variables = [
+            model.trainable_variables[index].path for index in self.shared_indices
+        ]
         self._function = tf.function(self._losses, reduce_retracing=True)
 
     def __call__(self, x, y, sample_weight, learning_rate):
@@ -78,19 +90,7 @@ class _Lookahead:
             losses, counts = model.compute_task_loss_list(y, y_pred, sample_weight)
         per_task = [tape.gradient(losses[k], variables) for k in range(num_tasks)]
         del tape
-        # Shared: reached by two or more task losses (decided at trace time).
-        shared = [
-            index
-            for index in range(len(variables))
-            if sum(per_task[k][index] is not None for k in range(num_tasks)) >= 2
-        ]
-        if not shared:
-            raise ValueError(
-                "Task affinity is defined on parameters shared by two or more tasks, and "
-                f"this model has none. Tasks: {self.task_names}. "
-                f"Received: model={model.name}"
-            )
-        self.shared_variables = [variables[index].path for index in shared]
+        shared = self.shared_indices
         values = [variable.value for variable in variables]
         non_trainable = [variable.value for variable in model.non_trainable_variables]
         after = []
