@@ -14,6 +14,9 @@ its own way; everything else happens here, identically on every backend:
   multiplying) so that a NaN gradient of an absent task cannot leak in.
 """
 
+import itertools
+import math
+
 import keras
 from keras import ops
 
@@ -117,17 +120,63 @@ def zero_absent(values, present):
     return ops.where(ops.reshape(present, shape), values, ops.zeros_like(values))
 
 
+def _size(shape):
+    return int(math.prod(shape))
+
+
+def _flat_blocks(blocks):
+    """The `(K, P)` float32 matrix of `(K, ...)` blocks, each flattened, side by side."""
+    rows = [ops.reshape(ops.cast(block, "float32"), (block.shape[0], -1)) for block in blocks]
+    return rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=1)
+
+
+def _split_columns(flat, shapes):
+    """Splits the `(P,)` vector `flat` back into tensors of the given shapes."""
+    sizes = [_size(shape) for shape in shapes]
+    if len(sizes) == 1:
+        return [ops.reshape(flat, tuple(shapes[0]))]
+    pieces = ops.split(flat, list(itertools.accumulate(sizes[:-1])))
+    return [ops.reshape(piece, tuple(shape)) for piece, shape in zip(pieces, shapes)]
+
+
+def _weighted_sum_of_rows(coefficients, matrix):
+    """`sum_k a_k matrix[k]` as one `(1, K) @ (K, P)` product."""
+    weights = ops.reshape(ops.cast(coefficients, matrix.dtype), (1, -1))
+    return ops.reshape(ops.matmul(weights, matrix), (-1,))
+
+
 def gram_of_blocks(blocks):
     """The `(K, K)` Gram matrix of task gradients given as `(K, ...)` blocks.
 
-    Summed block by block, so the `(K, P)` gradient matrix is never assembled.
+    The blocks are flattened into one `(K, P)` matrix (one concatenation, one
+    product), which traces to a handful of ops whatever the number of variables.
     """
-    gram = None
-    for block in blocks:
-        rows = ops.reshape(ops.cast(block, "float32"), (block.shape[0], -1))
-        part = ops.matmul(rows, ops.transpose(rows))
-        gram = part if gram is None else gram + part
-    return gram
+    rows = _flat_blocks(blocks)
+    return ops.matmul(rows, ops.transpose(rows))
+
+
+def task_gradient_matrix(per_task, shapes):
+    """The `(K, P)` float32 matrix of the task gradients of one group of variables.
+
+    Args:
+        per_task: a list over the K tasks of lists over the variables of the
+            group: task k's gradient of each (`None` where the task does not
+            reach the variable: zeros).
+        shapes: the variables' shapes.
+
+    Returns:
+        Row k is task k's gradients, flattened and concatenated in variable order.
+    """
+    rows = []
+    for gradients in per_task:
+        pieces = [
+            ops.zeros((_size(shape),), "float32")
+            if gradient is None
+            else ops.reshape(ops.cast(gradient, "float32"), (-1,))
+            for gradient, shape in zip(gradients, shapes)
+        ]
+        rows.append(pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=0))
+    return ops.stack(rows)
 
 
 def mask_gram(gram, present):
@@ -152,20 +201,79 @@ def combine_task_gradients(task_gradients, coefficients, present, extra_gradient
 
     `task_gradients` and `extra_gradients` are lists over variables; an entry may
     be `None` (no path from the losses to that variable). A variable reached by
-    nothing gets `None` back.
+    nothing gets `None` back. The stacks are combined as one `(K, P)` matrix: one
+    selection of the present rows, one product, one split back into variables.
     """
-    combined = []
-    for index, stacked in enumerate(task_gradients):
-        extra = None if extra_gradients is None else extra_gradients[index]
-        total = None
-        if stacked is not None:
-            stacked = zero_absent(stacked, present)
-            weights = ops.cast(coefficients, stacked.dtype)
-            total = ops.tensordot(weights, stacked, axes=1)
+    reached = [index for index, stacked in enumerate(task_gradients) if stacked is not None]
+    combined = [None] * len(task_gradients)
+    if reached:
+        matrix = zero_absent(_flat_blocks([task_gradients[i] for i in reached]), present)
+        shapes = [task_gradients[i].shape[1:] for i in reached]
+        flat = _weighted_sum_of_rows(coefficients, matrix)
+        for index, piece in zip(reached, _split_columns(flat, shapes)):
+            combined[index] = ops.cast(piece, task_gradients[index].dtype)
+    return _add_extra(combined, extra_gradients)
+
+
+def combine_task_gradient_lists(
+    per_task, matrix, shared, shapes, coefficients, present, extra_gradients=None
+):
+    """`sum_k a_k g_k (+ extra)` per variable from per-task gradient lists.
+
+    The shared variables' part comes from their `(K, P)` matrix
+    (`task_gradient_matrix`), combined in one product and split back; each other
+    variable (reached by one task, a head) gets `a_k g_k` from the tasks that
+    reach it, selected so that a NaN gradient of an absent task cannot leak.
+
+    Args:
+        per_task: a list over the tasks of lists over all variables (`None`
+            where the task does not reach the variable).
+        matrix: `task_gradient_matrix` of the variables at indices `shared`.
+        shared: indices of the shared variables.
+        shapes: the shapes of all variables.
+        coefficients: `(K,)` coefficients, 0 for absent tasks.
+        present: boolean `(K,)`.
+        extra_gradients: `None` or a list over all variables.
+
+    Returns:
+        A list over all variables; `None` where nothing reaches the variable.
+    """
+    num_variables = len(per_task[0])
+    combined = [None] * num_variables
+    flat = _weighted_sum_of_rows(coefficients, zero_absent(matrix, present))
+    for index, piece in zip(shared, _split_columns(flat, [shapes[i] for i in shared])):
+        combined[index] = piece
+    shared_set = set(shared)
+    weights = flags = None
+    for index in range(num_variables):
+        if index in shared_set:
+            continue
+        for task, gradients in enumerate(per_task):
+            gradient = gradients[index]
+            if gradient is None:
+                continue
+            if weights is None:
+                weights = ops.unstack(ops.cast(coefficients, "float32"))
+                flags = ops.unstack(present)
+            gradient = ops.convert_to_tensor(gradient)
+            term = ops.where(
+                flags[task],
+                ops.cast(weights[task], gradient.dtype) * gradient,
+                ops.zeros_like(gradient),
+            )
+            combined[index] = term if combined[index] is None else combined[index] + term
+    return _add_extra(combined, extra_gradients)
+
+
+def _add_extra(combined, extra_gradients):
+    if extra_gradients is None:
+        return combined
+    result = []
+    for total, extra in zip(combined, extra_gradients):
         if extra is not None:
             total = extra if total is None else total + ops.cast(extra, total.dtype)
-        combined.append(total)
-    return combined
+        result.append(total)
+    return result
 
 
 def check_gradient_source(model, strategy, gradients):

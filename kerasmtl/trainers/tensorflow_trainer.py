@@ -15,6 +15,15 @@ class TensorFlowMultiTaskTrainer:
             return super().train_step(data)
         return gradient_train_step(self, data)
 
+    def make_train_function(self, force=False):
+        if self._uses_gradient_step() and self.optimizer is not None:
+            # Without a distribution strategy Keras builds the optimizer inside the
+            # first trace of the step, and a `tf.function` that creates variables is
+            # traced a second time. Built here, the gradient step is traced once.
+            if not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+        return super().make_train_function(force=force)
+
     def _global_task_losses(self, losses, counts):
         return distributed.global_task_losses(losses, counts)
 
@@ -136,25 +145,25 @@ def gradient_train_step(model, data):
         gradients = tape.gradient(scaled_total, variables, unconnected_gradients="zero")
     else:
         per_task = [tape.gradient(scaled_losses[k], variables) for k in range(len(task_losses))]
-        stacked = [
-            _stack_task_gradients([per_task[k][i] for k in range(len(task_losses))], variable)
-            for i, variable in enumerate(variables)
-        ]
-        blocks = [stacked[i] for i in model.shared_variable_indices]
-        if replicas > 1:
-            # Each replica holds its shares of the task gradients: sum the (K, P)
-            # matrices over the replicas, then form the Gram matrix.
-            matrix = distributed.all_reduce_sum(
-                tf.concat([tf.reshape(block, [len(task_losses), -1]) for block in blocks], 1)
-            )
-            gram = gm.gram_of_blocks([matrix])
-        else:
-            gram = gm.gram_of_blocks(blocks)
+        shared = model.shared_variable_indices
+        shapes = [tuple(variable.shape) for variable in variables]
+        # The shared variables' K gradients as one (K, P) matrix: one concatenation per
+        # task, one product for the Gram matrix, one for the combination.
+        matrix = gm.task_gradient_matrix(
+            [[gradients[i] for i in shared] for gradients in per_task], [shapes[i] for i in shared]
+        )
+        # With replicas, each holds its shares of the task gradients: the Gram matrix
+        # is that of their sum.
+        reduced = distributed.all_reduce_sum(matrix) if replicas > 1 else matrix
+        gram = tf.matmul(reduced, reduced, transpose_b=True)
         coefficients = coefficients_from(gm.mask_gram(gram, present))
         extra_gradients = tape.gradient(scaled_extra, variables)
-        gradients = gm.combine_task_gradients(stacked, coefficients, present, extra_gradients)
+        gradients = gm.combine_task_gradient_lists(
+            per_task, matrix, shared, shapes, coefficients, present, extra_gradients
+        )
         gradients = [
-            tf.zeros_like(variable) if g is None else g for g, variable in zip(gradients, variables)
+            tf.zeros_like(variable) if g is None else tf.cast(g, variable.dtype)
+            for g, variable in zip(gradients, variables)
         ]
     del tape
 
@@ -166,15 +175,6 @@ def gradient_train_step(model, data):
     model._loss_tracker.update_state(total, sample_weight=batch_size)
     model.track_task_losses(tf.stack(global_losses), counts, coefficients, present)
     return model.compute_metrics(x, y, y_pred, sample_weight)
-
-
-def _stack_task_gradients(gradients, variable):
-    """`(K, *variable.shape)` task gradients of one variable, or `None` if no task reaches it."""
-    if all(g is None for g in gradients):
-        return None
-    return tf.stack(
-        [tf.zeros_like(variable.value) if g is None else tf.convert_to_tensor(g) for g in gradients]
-    )
 
 
 def _replica_shares(task_losses, task_counts):
