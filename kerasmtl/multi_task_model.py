@@ -53,8 +53,9 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
     - `metrics_names` lists the log keys in the order of the list that
       `evaluate(..., return_dict=False)` returns.
 
-    Build one with `kerasmtl.hard_sharing`, `kerasmtl.soft_sharing`, a builder of
-    `kerasmtl.models`, or directly from a functional graph as below.
+    Build one with an architecture (`kerasmtl.HardSharing`,
+    `kerasmtl.SoftSharing`, the classes of `kerasmtl.models`, or their builder
+    functions), or directly from a functional graph as below.
 
     Args:
         inputs: the model inputs: a `keras.Input`, or a list or dict of them.
@@ -584,18 +585,19 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
             total = total / replicas
         return total
 
-    def extra_loss(self):
-        """A loss term added to the weighted task losses (none here; soft sharing adds one)."""
-        return ops.convert_to_tensor(0.0, "float32")
-
     def extra_loss_total(self, forward_losses=None):
-        """`extra_loss()` plus the model's own losses (`add_loss`, weight regularisers).
+        """The model's own losses: `add_loss` terms and weight regularisers, summed.
+
+        Added to the weighted task losses and never scaled by the weighting
+        strategy (soft sharing's penalty is one: `SoftSharing` adds it with
+        `add_loss`). Every training route adds it: Keras's step through
+        `compute_loss`, the gradient steps of the trainers directly.
 
         Args:
             forward_losses: the losses a stateless forward pass collected (JAX);
                 defaults to `self.losses`.
         """
-        total = ops.cast(self.extra_loss(), "float32")
+        total = ops.convert_to_tensor(0.0, "float32")
         losses = self.losses if forward_losses is None else forward_losses
         if losses:
             total = total + ops.sum(ops.stack([ops.cast(value, "float32") for value in losses]))
