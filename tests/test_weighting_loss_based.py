@@ -1,6 +1,5 @@
 """Loss-based weighting strategies: formulas against NumPy, hard inputs, state, saving."""
 
-
 import keras
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ except ImportError:
 import kerasmtl
 from kerasmtl import weighting
 from kerasmtl.testing import value_and_gradients
+from kerasmtl.testing.references import adam_step, dwa_weights, softmax, to_numpy
 from kerasmtl.weighting import (
     DWA,
     FAMO,
@@ -56,15 +56,6 @@ def _built(strategy, num_tasks=3):
 
 def _tensor(values):
     return ops.convert_to_tensor(np.asarray(values, dtype="float32"))
-
-
-def _numpy(x):
-    return ops.convert_to_numpy(x)
-
-
-def _softmax(x):
-    e = np.exp(x - np.max(x))
-    return e / e.sum()
 
 
 def _gradients(strategy, losses):
@@ -170,7 +161,7 @@ def test_non_finite_loss_keeps_weights_and_state_finite(name, bad):
             assert np.all(np.isfinite(gradient)), (step, gradient)
         strategy.update(np.asarray(losses, dtype="float32"))
         for variable in strategy.weights:
-            assert np.all(np.isfinite(_numpy(variable))), variable.path
+            assert np.all(np.isfinite(to_numpy(variable))), variable.path
 
 
 @pytest.mark.parametrize("name", sorted(ALL_STRATEGIES))
@@ -189,11 +180,11 @@ def test_float16_losses_give_float32_results(name):
 def test_equal_and_fixed():
     losses = _tensor([2.0, 4.0, 0.0])
     total, weights = _built(Equal()).combine(losses)
-    np.testing.assert_allclose(_numpy(weights), [1.0, 1.0, 1.0])
-    assert float(_numpy(total)) == 6.0
+    np.testing.assert_allclose(to_numpy(weights), [1.0, 1.0, 1.0])
+    assert float(to_numpy(total)) == 6.0
     total, weights = _built(Fixed([1.0, 0.5, 3.0])).combine(losses)
-    np.testing.assert_allclose(_numpy(weights), [1.0, 0.5, 3.0])
-    assert float(_numpy(total)) == 4.0
+    np.testing.assert_allclose(to_numpy(weights), [1.0, 0.5, 3.0])
+    assert float(to_numpy(total)) == 4.0
     with pytest.raises(ValueError, match="has 2 values but the model has 3 tasks"):
         _built(Fixed([1.0, 2.0]))
 
@@ -212,8 +203,8 @@ def test_uncertainty_matches_numpy():
     np.testing.assert_allclose(d_s, -np.exp(-s) * losses + 1.0, rtol=RTOL)
     # The default start is Equal: weights 1, total sum L.
     total, weights = _built(Uncertainty()).combine(_tensor(losses))
-    np.testing.assert_allclose(_numpy(weights), [1.0, 1.0, 1.0])
-    np.testing.assert_allclose(float(_numpy(total)), losses.sum(), rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(weights), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(float(to_numpy(total)), losses.sum(), rtol=RTOL)
 
 
 def test_uncertainty_nan_loss_sends_no_gradient_to_its_log_variance():
@@ -235,7 +226,9 @@ def test_uncertainty_log_variances_are_trainable_and_reach_log_loss():
     # s* = log(L): plain gradient descent on s with fixed losses converges there.
     strategy = _built(Uncertainty())
     _descend(strategy, [0.5, 4.0, 20.0], learning_rate=0.05, steps=800)
-    np.testing.assert_allclose(_numpy(strategy.log_variances), np.log([0.5, 4.0, 20.0]), atol=1e-2)
+    np.testing.assert_allclose(
+        to_numpy(strategy.log_variances), np.log([0.5, 4.0, 20.0]), atol=1e-2
+    )
 
 
 # --- LearnedSoftmax ---
@@ -245,12 +238,12 @@ def test_learned_softmax_seeded_random_start():
     a = _built(LearnedSoftmax(seed=7), 4)
     b = _built(LearnedSoftmax(seed=7), 4)
     c = _built(LearnedSoftmax(seed=8), 4)
-    np.testing.assert_array_equal(_numpy(a.logits), _numpy(b.logits))
-    assert not np.allclose(_numpy(a.logits), _numpy(c.logits))
-    assert np.std(_numpy(a.logits)) > 0
+    np.testing.assert_array_equal(to_numpy(a.logits), to_numpy(b.logits))
+    assert not np.allclose(to_numpy(a.logits), to_numpy(c.logits))
+    assert np.std(to_numpy(a.logits)) > 0
     assert [v.path.split("/")[-1] for v in a.trainable_variables] == ["logits"]
     zero = _built(LearnedSoftmax(initial_stddev=0.0), 4)
-    np.testing.assert_allclose(_numpy(zero.compute_weights(_tensor([1, 2, 3, 4]))), np.ones(4))
+    np.testing.assert_allclose(to_numpy(zero.compute_weights(_tensor([1, 2, 3, 4]))), np.ones(4))
 
 
 @pytest.mark.parametrize("entropy_weight", [0.0, 0.3])
@@ -260,7 +253,7 @@ def test_learned_softmax_matches_numpy(entropy_weight):
     strategy.logits.assign(xi)
     losses = np.array([0.0, 2.0, 200.0])
     total, weights, _, (d_xi,) = _gradients(strategy, losses)
-    z = _softmax(xi)
+    z = softmax(xi)
     k = 3
     expected_total = np.sum(k * z * losses) + entropy_weight * (np.sum(z * np.log(z)) + np.log(k))
     np.testing.assert_allclose(total, expected_total, rtol=RTOL)
@@ -276,7 +269,7 @@ def test_learned_softmax_collapses_without_entropy_and_not_with_it():
 
     def train(strategy):
         _descend(strategy, [1.0, 2.0, 3.0], learning_rate=0.5, steps=300)
-        return _numpy(strategy.compute_weights(losses))
+        return to_numpy(strategy.compute_weights(losses))
 
     collapsed = train(_built(LearnedSoftmax(seed=2)))
     assert collapsed[0] > 2.9  # nearly all of K = 3 on the smallest loss
@@ -284,7 +277,7 @@ def test_learned_softmax_collapses_without_entropy_and_not_with_it():
     strategy = _built(LearnedSoftmax(entropy_weight=6.0, seed=2))
     regularised = train(strategy)
     np.testing.assert_allclose(
-        regularised, 3 * _softmax(-3 * np.array([1.0, 2.0, 3.0]) / 6.0), rtol=1e-3
+        regularised, 3 * softmax(-3 * np.array([1.0, 2.0, 3.0]) / 6.0), rtol=1e-3
     )
 
 
@@ -294,7 +287,7 @@ def test_learned_softmax_nan_loss_gives_no_logit_gradient():
     strategy = _built(LearnedSoftmax(seed=1))
     _, weights, _, (d_xi,) = _gradients(strategy, [1.0, np.inf, 2.0])
     pair = _built(LearnedSoftmax(seed=1), 2)
-    pair.logits.assign(_numpy(strategy.logits)[[0, 2]])
+    pair.logits.assign(to_numpy(strategy.logits)[[0, 2]])
     _, pair_weights, _, (pair_d_xi,) = _gradients(pair, [1.0, 2.0])
     assert d_xi[1] == 0.0 and weights[1] == 0.0
     np.testing.assert_allclose(d_xi[[0, 2]], pair_d_xi, rtol=RTOL)
@@ -310,14 +303,14 @@ def test_rlw_is_k_softmax_of_a_standard_normal_sample_each_step():
     reference = keras.random.SeedGenerator(11)
     draws = []
     for _ in range(3):
-        weights = _numpy(strategy.compute_weights(_tensor([1, 2, 3, 4])))
-        sample = _numpy(keras.random.normal((4,), seed=reference))
-        np.testing.assert_allclose(weights, 4 * _softmax(sample), rtol=RTOL)
+        weights = to_numpy(strategy.compute_weights(_tensor([1, 2, 3, 4])))
+        sample = to_numpy(keras.random.normal((4,), seed=reference))
+        np.testing.assert_allclose(weights, 4 * softmax(sample), rtol=RTOL)
         draws.append(weights)
     assert not np.allclose(draws[0], draws[1])
     # Same seed, same sequence; the generator state is a variable of the strategy.
     again = _built(RLW(seed=11), 4)
-    np.testing.assert_allclose(_numpy(again.compute_weights(_tensor([1, 2, 3, 4]))), draws[0])
+    np.testing.assert_allclose(to_numpy(again.compute_weights(_tensor([1, 2, 3, 4]))), draws[0])
     assert any("seed_generator" in v.path for v in strategy.non_trainable_variables)
 
 
@@ -335,7 +328,7 @@ def test_rlw_draws_new_weights_in_a_traced_function_without_retracing():
         return strategy.combine(losses)[1]
 
     losses = _tensor([1.0, 2.0])
-    draws = [_numpy(step(losses)) for _ in range(4)]
+    draws = [to_numpy(step(losses)) for _ in range(4)]
     assert len(traces) == 1
     assert len({tuple(np.round(d, 6)) for d in draws}) == 4
     for d in draws:
@@ -366,44 +359,30 @@ def test_gls_zero_and_negative_losses_stay_finite():
     np.testing.assert_allclose(weights, geometric / (3 * shifted), rtol=RTOL)
     np.testing.assert_allclose(d_losses, weights, rtol=RTOL)
     total_negative, weights_negative = strategy.combine(_tensor([-0.5, 1.0, 4.0]))
-    np.testing.assert_allclose(float(_numpy(total_negative)), total, rtol=RTOL)
-    np.testing.assert_allclose(_numpy(weights_negative), weights, rtol=RTOL)
+    np.testing.assert_allclose(float(to_numpy(total_negative)), total, rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(weights_negative), weights, rtol=RTOL)
 
 
 def test_gls_nan_loss_reports_the_finite_tasks_weights():
     strategy = _built(GLS())
     total, weights = strategy.combine(_tensor([1.0, np.nan, 4.0]))
     # The geometric mean of the finite losses only: sqrt(1 * 4).
-    np.testing.assert_allclose(float(_numpy(total)), 2.0, rtol=RTOL)
-    np.testing.assert_allclose(_numpy(weights), [2.0 / 2.0, 0.0, 2.0 / 8.0], rtol=RTOL)
+    np.testing.assert_allclose(float(to_numpy(total)), 2.0, rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(weights), [2.0 / 2.0, 0.0, 2.0 / 8.0], rtol=RTOL)
 
 
 # --- Epoch-level strategies: DWA and LossRatio ---
 
 
-def _dwa_numpy(epoch_losses, temperature=2.0):
-    """Liu et al.'s DWA loop (LibMTL's `train_loss_buffer` form)."""
-    epoch_losses = np.asarray(epoch_losses, dtype="float64")
-    num_tasks = epoch_losses.shape[1]
-    weights = []
-    for epoch in range(len(epoch_losses) + 1):
-        if epoch > 1:
-            ratio = epoch_losses[epoch - 1] / epoch_losses[epoch - 2]
-            weights.append(num_tasks * _softmax(ratio / temperature))
-        else:
-            weights.append(np.ones(num_tasks))
-    return np.array(weights)
-
-
 @pytest.mark.parametrize("temperature", [2.0, 0.5])
 def test_dwa_matches_numpy_over_four_epochs(temperature):
     epoch_losses = [[1.0, 100.0, 0.30], [0.6, 90.0, 0.29], [0.5, 40.0, 0.31], [0.45, 35.0, 0.1]]
-    expected = _dwa_numpy(epoch_losses, temperature)
+    expected = dwa_weights(epoch_losses, temperature)
     strategy = _built(DWA(temperature=temperature))
-    seen = [_numpy(strategy.compute_weights(_tensor(epoch_losses[0])))]
+    seen = [to_numpy(strategy.compute_weights(_tensor(epoch_losses[0])))]
     for losses in epoch_losses:
         strategy.update(np.asarray(losses, dtype="float32"))
-        seen.append(_numpy(strategy.compute_weights(_tensor(losses))))
+        seen.append(to_numpy(strategy.compute_weights(_tensor(losses))))
     np.testing.assert_allclose(np.array(seen), expected, rtol=RTOL)
     np.testing.assert_allclose(np.array(seen).sum(axis=1), 3.0, rtol=RTOL)
 
@@ -414,26 +393,26 @@ def test_dwa_zero_loss_gives_finite_weights():
     strategy.update([0.0, 1.0])
     strategy.update([0.5, 0.9])  # 0 -> 0.5: a huge but finite ratio
     ratio = (np.array([0.5, 0.9]) + epsilon) / (np.array([0.0, 1.0]) + epsilon)
-    np.testing.assert_allclose(_numpy(strategy.loss_weights), 2 * _softmax(ratio / 2.0), rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(strategy.loss_weights), 2 * softmax(ratio / 2.0), rtol=RTOL)
     strategy.update([0.0, 0.8])
-    assert np.all(np.isfinite(_numpy(strategy.loss_weights)))
+    assert np.all(np.isfinite(to_numpy(strategy.loss_weights)))
 
 
 def test_dwa_skips_a_non_finite_task_only():
     strategy = _built(DWA(), 2)
     strategy.update([1.0, 1.0])
     strategy.update([0.5, 0.8])
-    before = _numpy(strategy.loss_weights)
+    before = to_numpy(strategy.loss_weights)
     assert not np.allclose(before, 1.0)
     strategy.update([0.1, np.nan])
     # Task 1 is absent: it keeps its weight and its history; task 0 moves on (its
     # history advances) and, alone among the present tasks, gets the rest of K = 2.
-    np.testing.assert_allclose(_numpy(strategy.loss_weights), before, rtol=RTOL)
-    np.testing.assert_allclose(_numpy(strategy.previous_losses), [0.1, 0.8])
-    np.testing.assert_allclose(_numpy(strategy.older_losses), [0.5, 1.0])
+    np.testing.assert_allclose(to_numpy(strategy.loss_weights), before, rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(strategy.previous_losses), [0.1, 0.8])
+    np.testing.assert_allclose(to_numpy(strategy.older_losses), [0.5, 1.0])
     # Both present again: ratios 0.05 / 0.1 and 0.4 / 0.8 (task 1's last two epochs).
     strategy.update([0.05, 0.4])
-    np.testing.assert_allclose(_numpy(strategy.loss_weights), [1.0, 1.0], rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(strategy.loss_weights), [1.0, 1.0], rtol=RTOL)
     with pytest.raises(ValueError, match=r"must have shape \(2,\)"):
         strategy.update([1.0, 2.0, 3.0])
 
@@ -452,13 +431,13 @@ def test_dwa_update_changes_a_traced_step_without_retracing():
         return strategy.combine(losses)
 
     losses = _tensor([1.0, 1.0])
-    first = _numpy(step(losses)[1])
+    first = to_numpy(step(losses)[1])
     strategy.update([1.0, 1.0])
     strategy.update([0.2, 1.0])
-    second = _numpy(step(losses)[1])
+    second = to_numpy(step(losses)[1])
     assert len(traces) == 1
     np.testing.assert_allclose(first, [1.0, 1.0])
-    np.testing.assert_allclose(second, 2 * _softmax(np.array([0.2, 1.0]) / 2), rtol=RTOL)
+    np.testing.assert_allclose(second, 2 * softmax(np.array([0.2, 1.0]) / 2), rtol=RTOL)
 
 
 def test_loss_ratio_matches_numpy():
@@ -469,7 +448,7 @@ def test_loss_ratio_matches_numpy():
             strategy.update(losses.astype("float32"))
             ratio = losses / epoch_losses[0]
             expected = 3 * ratio ** (1 / temperature) / np.sum(ratio ** (1 / temperature))
-            np.testing.assert_allclose(_numpy(strategy.loss_weights), expected, rtol=RTOL)
+            np.testing.assert_allclose(to_numpy(strategy.loss_weights), expected, rtol=RTOL)
 
 
 def test_loss_ratio_zero_start_and_non_finite_epochs():
@@ -478,15 +457,15 @@ def test_loss_ratio_zero_start_and_non_finite_epochs():
     strategy.update([0.0, 1.0])
     strategy.update([0.1, 0.5])
     ratio = (np.array([0.1, 0.5]) + epsilon) / (np.array([0.0, 1.0]) + epsilon)
-    np.testing.assert_allclose(_numpy(strategy.loss_weights), 2 * ratio / ratio.sum(), rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(strategy.loss_weights), 2 * ratio / ratio.sum(), rtol=RTOL)
     # A NaN first epoch does not set L(0): the next finite epoch does.
     strategy = _built(LossRatio(), 2)
     strategy.update([np.nan, 2.0])
     strategy.update([4.0, np.inf])
     strategy.update([2.0, 1.0])
     ratio = np.array([2.0 / 4.0, 1.0 / 2.0])
-    np.testing.assert_allclose(_numpy(strategy.loss_weights), 2 * ratio / ratio.sum(), rtol=RTOL)
-    np.testing.assert_allclose(_numpy(strategy.initial_losses), [4.0, 2.0])
+    np.testing.assert_allclose(to_numpy(strategy.loss_weights), 2 * ratio / ratio.sum(), rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(strategy.initial_losses), [4.0, 2.0])
 
 
 # --- FAMO ---
@@ -494,7 +473,6 @@ def test_loss_ratio_zero_start_and_non_finite_epochs():
 
 def _famo_numpy(loss_steps, learning_rate, weight_decay, optimizer, epsilon=1e-8):
     """The official FAMO update (Cranial-XIX/FAMO), with the new losses of the next step."""
-    beta_1, beta_2, adam_epsilon = 0.9, 0.999, 1e-8
     num_tasks = len(loss_steps[0])
     xi = np.zeros(num_tasks)
     m, v, t = np.zeros(num_tasks), np.zeros(num_tasks), 0
@@ -503,18 +481,16 @@ def _famo_numpy(loss_steps, learning_rate, weight_decay, optimizer, epsilon=1e-8
     for losses in np.asarray(loss_steps, dtype="float64"):
         if previous is not None:
             delta = np.log(previous + epsilon) - np.log(losses + epsilon)
-            z = _softmax(xi)
+            z = softmax(xi)
             jacobian = np.diag(z) - np.outer(z, z)  # dz_i / dxi_j
             gradient = jacobian.T @ delta + weight_decay * xi
             if optimizer == "sgd":
                 xi = xi - learning_rate * gradient
             else:  # torch.optim.Adam with weight_decay (coupled)
                 t += 1
-                m = beta_1 * m + (1 - beta_1) * gradient
-                v = beta_2 * v + (1 - beta_2) * gradient**2
-                m_hat, v_hat = m / (1 - beta_1**t), v / (1 - beta_2**t)
-                xi = xi - learning_rate * m_hat / (np.sqrt(v_hat) + adam_epsilon)
-        z = _softmax(xi)
+                direction, m, v = adam_step(gradient, m, v, t)
+                xi = xi - learning_rate * direction
+        z = softmax(xi)
         c = 1.0 / np.sum(z / (losses + epsilon))
         logits.append(xi.copy())
         weights.append(num_tasks * c * z / (losses + epsilon))
@@ -539,13 +515,13 @@ def test_famo_logits_and_weights_match_numpy(optimizer):
     for step, losses in enumerate(FAMO_STEPS):
         total, weights = strategy.combine(_tensor(losses))
         np.testing.assert_allclose(
-            _numpy(strategy.logits), expected_logits[step], rtol=RTOL, atol=1e-6
+            to_numpy(strategy.logits), expected_logits[step], rtol=RTOL, atol=1e-6
         )
-        np.testing.assert_allclose(_numpy(weights), expected_weights[step], rtol=RTOL)
+        np.testing.assert_allclose(to_numpy(weights), expected_weights[step], rtol=RTOL)
         np.testing.assert_allclose(
-            float(_numpy(total)), np.dot(expected_weights[step], losses), rtol=RTOL
+            float(to_numpy(total)), np.dot(expected_weights[step], losses), rtol=RTOL
         )
-    assert np.ptp(_numpy(strategy.logits)) > 1e-3  # the test exercised real updates
+    assert np.ptp(to_numpy(strategy.logits)) > 1e-3  # the test exercised real updates
     assert strategy.trainable_variables == []
 
 
@@ -563,11 +539,11 @@ def test_famo_in_a_traced_step_matches_eager():
         return traced.combine(losses)[1]
 
     for losses in FAMO_STEPS:
-        expected = _numpy(eager.combine(_tensor(losses))[1])
-        np.testing.assert_allclose(_numpy(step(_tensor(losses))), expected, rtol=1e-5)
+        expected = to_numpy(eager.combine(_tensor(losses))[1])
+        np.testing.assert_allclose(to_numpy(step(_tensor(losses))), expected, rtol=1e-5)
     assert len(traces) == 1
     for a, b in zip(eager.weights, traced.weights):
-        np.testing.assert_allclose(_numpy(a), _numpy(b), rtol=1e-5)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5)
 
 
 def test_famo_zero_loss_and_test_steps():
@@ -578,21 +554,21 @@ def test_famo_zero_loss_and_test_steps():
     only_b = ops.convert_to_tensor([False, True])
     only_a = ops.convert_to_tensor([True, False])
     _, weights = strategy.combine(_tensor([0.0, 1.0]), present=only_b)
-    np.testing.assert_allclose(_numpy(weights), [0.0, 1.0], rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(weights), [0.0, 1.0], rtol=RTOL)
     _, weights = strategy.combine(_tensor([0.5, 0.0]), present=only_a)
-    np.testing.assert_allclose(_numpy(weights), [1.0, 0.0], rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(weights), [1.0, 0.0], rtol=RTOL)
     # Neither task was present twice: no logit moved; each stored its own loss only.
-    np.testing.assert_array_equal(_numpy(strategy.logits), [0.0, 0.0])
-    np.testing.assert_allclose(_numpy(strategy.previous_losses), [0.5, 1.0])
+    np.testing.assert_array_equal(to_numpy(strategy.logits), [0.0, 0.0])
+    np.testing.assert_allclose(to_numpy(strategy.previous_losses), [0.5, 1.0])
     # A real zero loss of a present task is a loss: large but finite weight.
     _, weights = strategy.combine(_tensor([0.0, 1.0]))
-    assert np.all(np.isfinite(_numpy(weights))) and _numpy(weights)[0] > 1.9
-    assert np.all(np.isfinite(_numpy(strategy.logits)))
+    assert np.all(np.isfinite(to_numpy(weights))) and to_numpy(weights)[0] > 1.9
+    assert np.all(np.isfinite(to_numpy(strategy.logits)))
     # `training=False` (test steps) reads the state and changes nothing.
-    state = [_numpy(v) for v in strategy.weights]
+    state = [to_numpy(v) for v in strategy.weights]
     strategy.combine(_tensor([3.0, 0.1]), training=False)
     for before, variable in zip(state, strategy.weights):
-        np.testing.assert_array_equal(before, _numpy(variable))
+        np.testing.assert_array_equal(before, to_numpy(variable))
 
 
 @pytest.mark.parametrize(
@@ -612,13 +588,13 @@ def test_famo_skips_the_state_of_a_nan_task(traced):
     step = tf.function(strategy.combine) if traced else strategy.combine
     step(_tensor([1.0, 2.0, 3.0]))
     step(_tensor([0.5, 1.9, 2.0]))
-    state = {v.path: _numpy(v) for v in strategy.weights}
+    state = {v.path: to_numpy(v) for v in strategy.weights}
     _, weights = step(_tensor([0.4, np.nan, 1.0]))
-    weights = _numpy(weights)
+    weights = to_numpy(weights)
     assert np.all(np.isfinite(weights)) and weights[1] == 0.0
     # FAMO on the two present tasks: their weights sum to 2.
     np.testing.assert_allclose(weights.sum(), 2.0, rtol=RTOL)
-    after = {v.path: _numpy(v) for v in strategy.weights}
+    after = {v.path: to_numpy(v) for v in strategy.weights}
     for name in ("logits", "previous_losses", "logits_momentum", "logits_velocity"):
         path = next(p for p in after if p.endswith(name))
         assert after[path][1] == state[path][1], name  # the NaN task is untouched
@@ -626,9 +602,9 @@ def test_famo_skips_the_state_of_a_nan_task(traced):
         assert np.all(np.isfinite(after[path])), name
     # No task present: no weight, and no state change.
     _, weights = step(_tensor([np.inf, np.inf, np.inf]))
-    np.testing.assert_array_equal(_numpy(weights), np.zeros(3))
+    np.testing.assert_array_equal(to_numpy(weights), np.zeros(3))
     for variable in strategy.weights:
-        np.testing.assert_array_equal(_numpy(variable), after[variable.path])
+        np.testing.assert_array_equal(to_numpy(variable), after[variable.path])
 
 
 # --- Models (`.keras` round trip, test steps) ---
@@ -671,14 +647,14 @@ def test_keras_round_trip_restores_strategy_state(name, tmp_path):
     if name == "dwa":
         strategy.update([1.0, 2.0])
         strategy.update([0.5, 1.9])
-    state = [(v.path.split("/")[-1], _numpy(v)) for v in strategy.variables]
+    state = [(v.path.split("/")[-1], to_numpy(v)) for v in strategy.variables]
     assert any(np.any(value != 0) for _, value in state)
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert type(loaded.weighting) is type(strategy)
     assert loaded.weighting.get_config() == strategy.get_config()
-    restored = [(v.path.split("/")[-1], _numpy(v)) for v in loaded.weighting.variables]
+    restored = [(v.path.split("/")[-1], to_numpy(v)) for v in loaded.weighting.variables]
     assert [key for key, _ in restored] == [key for key, _ in state]
     for (key, value), (_, expected) in zip(restored, state):
         np.testing.assert_array_equal(value, expected, err_msg=key)
@@ -693,7 +669,7 @@ def test_famo_fit_moves_its_logits_and_logs_its_weights():
     model = _model(strategy)
     x, y = _data()
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0).history
-    assert np.ptp(_numpy(strategy.logits)) > 0
+    assert np.ptp(to_numpy(strategy.logits)) > 0
     for epoch in range(2):
         weights = [history["a_weight"][epoch], history["b_weight"][epoch]]
         assert np.all(np.isfinite(weights))
@@ -701,7 +677,7 @@ def test_famo_fit_moves_its_logits_and_logs_its_weights():
     # Task b's loss is ~100x task a's: FAMO's c z_k / L_k gives it the smaller weight.
     assert history["b_weight"][0] < history["a_weight"][0]
     # Adam's step count, per task: no update on the very first step.
-    np.testing.assert_array_equal(_numpy(strategy.iterations), [2 * 4 - 1] * 2)
+    np.testing.assert_array_equal(to_numpy(strategy.iterations), [2 * 4 - 1] * 2)
 
 
 @pytest.mark.e2e
@@ -710,7 +686,7 @@ def test_famo_state_does_not_change_in_evaluate():
     model = _model(strategy)
     x, y = _data()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    before = [_numpy(v) for v in strategy.variables]
+    before = [to_numpy(v) for v in strategy.variables]
     model.evaluate(x, y, batch_size=16, verbose=0)
     for a, variable in zip(before, strategy.variables):
-        np.testing.assert_array_equal(a, _numpy(variable))
+        np.testing.assert_array_equal(a, to_numpy(variable))

@@ -4,17 +4,13 @@ import keras
 from keras import ops
 
 from kerasmtl.checks import check_number
+from kerasmtl.weighting import optimizer_steps
 from kerasmtl.weighting.base_weighting import (
     Weighting,
     masked_softmax,
     num_present,
     present_tasks,
 )
-
-# PyTorch's Adam defaults, used by the official FAMO implementation for the logits.
-_BETA_1 = 0.9
-_BETA_2 = 0.999
-_ADAM_EPSILON = 1e-8
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -193,20 +189,14 @@ class FAMO(Weighting):
             step = self.learning_rate * gradient
         else:
             iterations = ops.convert_to_tensor(self.iterations) + ops.cast(valid, "int32")
-            old_momentum = ops.convert_to_tensor(self.logits_momentum)
-            old_velocity = ops.convert_to_tensor(self.logits_velocity)
-            momentum = ops.where(
-                valid, _BETA_1 * old_momentum + (1.0 - _BETA_1) * gradient, old_momentum
+            direction, momentum, velocity = optimizer_steps.masked_adam_direction(
+                gradient,
+                ops.convert_to_tensor(self.logits_momentum),
+                ops.convert_to_tensor(self.logits_velocity),
+                iterations,
+                valid,
             )
-            velocity = ops.where(
-                valid, _BETA_2 * old_velocity + (1.0 - _BETA_2) * gradient**2, old_velocity
-            )
-            count = ops.cast(ops.maximum(iterations, 1), "float32")
-            step = (
-                self.learning_rate
-                * (momentum / (1.0 - ops.power(_BETA_1, count)))
-                / (ops.sqrt(velocity / (1.0 - ops.power(_BETA_2, count))) + _ADAM_EPSILON)
-            )
+            step = self.learning_rate * direction
             self.iterations.assign(iterations)
             self.logits_momentum.assign(momentum)
             self.logits_velocity.assign(velocity)

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from kerasmtl.checks import check_number
-from kerasmtl.weighting import gram_utils
+from kerasmtl.weighting import gram_utils, optimizer_steps
 from kerasmtl.weighting.base_weighting import Weighting, gram_inputs, num_present
 
 
@@ -87,9 +87,7 @@ class GradNorm(Weighting):
 
     requires_gradients = True
 
-    def __init__(
-        self, alpha=1.5, learning_rate=0.025, min_weight=1e-4, optimizer="adam", **kwargs
-    ):
+    def __init__(self, alpha=1.5, learning_rate=0.025, min_weight=1e-4, optimizer="adam", **kwargs):
         super().__init__(**kwargs)
         if optimizer not in ("adam", "sgd"):
             raise ValueError(
@@ -157,16 +155,13 @@ class GradNorm(Weighting):
         gradient = ops.where(update, gradient, 0.0)
         counts = iterations + ops.cast(update, "int32")
         if self.optimizer == "adam":
-            old_first = ops.convert_to_tensor(self.first_moment)
-            old_second = ops.convert_to_tensor(self.second_moment)
-            first = ops.where(update, 0.9 * old_first + 0.1 * gradient, old_first)
-            second = ops.where(
-                update, 0.999 * old_second + 0.001 * ops.square(gradient), old_second
+            delta, first, second = optimizer_steps.masked_adam_direction(
+                gradient,
+                ops.convert_to_tensor(self.first_moment),
+                ops.convert_to_tensor(self.second_moment),
+                counts,
+                update,
             )
-            step = ops.cast(ops.maximum(counts, 1), "float32")
-            first_hat = first / (1.0 - ops.power(0.9, step))
-            second_hat = second / (1.0 - ops.power(0.999, step))
-            delta = ops.where(update, first_hat / (ops.sqrt(second_hat) + 1e-8), 0.0)
             self.first_moment.assign(first)
             self.second_moment.assign(second)
         else:
