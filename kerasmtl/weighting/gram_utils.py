@@ -1,6 +1,8 @@
-"""Private helpers of the projection-family strategies (PCGrad, GradVac, IMTL-G, ...).
+"""Gram-matrix helpers shared by the gradient-based strategies, their solvers and trainers.
 
-Everything here works on the `(K, K)` Gram matrix of the task gradients with
+This module is the one home of the zero-gradient threshold (`ZERO_NORM_RTOL`,
+used by `kerasmtl.weighting.solvers` and every strategy) and of `mask_gram`
+(absent tasks). Everything here works on the `(K, K)` Gram matrix of the task gradients with
 `keras.ops` only, in float32, with a static `K` and no branching on tensor
 values, so it traces inside a `tf.function` (also with `jit_compile=True`).
 """
@@ -12,6 +14,8 @@ from keras import ops
 #: norm is treated as zero (about float32's resolution: nothing below it changes
 #: the sum of the gradients).
 ZERO_NORM_RTOL = 1e-7
+#: The same threshold on squared norms (the Gram matrix's diagonal).
+ZERO_SQUARED_NORM_RTOL = ZERO_NORM_RTOL * ZERO_NORM_RTOL
 
 
 def symmetric_gram(gram):
@@ -27,7 +31,13 @@ def squared_norms(gram):
 
 def nonzero_mask(sq_norms):
     """Boolean `(K,)`: which gradients are not zero (relative to the largest one)."""
-    return sq_norms > (ZERO_NORM_RTOL * ZERO_NORM_RTOL) * ops.max(sq_norms)
+    return sq_norms > ZERO_SQUARED_NORM_RTOL * ops.max(sq_norms)
+
+
+def mask_gram(gram, present):
+    """Zeroes the rows and columns of absent tasks (whatever their gradients held)."""
+    both = ops.logical_and(present[:, None], present[None, :])
+    return ops.where(both, gram, ops.zeros_like(gram))
 
 
 def all_finite(*tensors):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from kerasmtl.checks import check_number
-from kerasmtl.weighting import solvers
+from kerasmtl.weighting import gram_utils, solvers
 from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
 _NORMALIZATIONS = ("none", "l2", "loss", "loss+")
@@ -80,7 +80,7 @@ class MGDA(Weighting):
         diagonal = ops.maximum(ops.diagonal(gram), 0.0)
         norms = ops.sqrt(diagonal)
         # A gradient norm this small relative to the largest counts as zero.
-        zero = diagonal <= solvers.ZERO_NORM_FLOOR * ops.max(diagonal)
+        zero = ops.logical_not(gram_utils.nonzero_mask(diagonal))
         norms = ops.where(zero, 0.0, norms)
         if self.normalization == "none":
             return ops.ones_like(losses)

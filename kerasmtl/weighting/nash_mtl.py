@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from kerasmtl.checks import check_number
-from kerasmtl.weighting import solvers
+from kerasmtl.weighting import gram_utils, solvers
 from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
 
@@ -50,9 +50,10 @@ class NashMTL(Weighting):
     - Ill-posed inputs: a positive solution exists only when 0 is not in the
       convex hull of the gradients; LibMTL's cvxpy then fails and it keeps the
       previous weights. Here (i) a task whose gradient is numerically zero
-      (`||g_k||^2 <= 1e-10 max_j ||g_j||^2`) is left out of the game and gets
-      weight 1 (its gradient does not move the shared parameters anyway; it
-      weights its task-specific gradients as `Equal` does), (ii) a
+      (`||g_k|| <= 1e-7 max_j ||g_j||`, `gram_utils.ZERO_NORM_RTOL`) is left
+      out of the game and gets weight 1 (its gradient does not move the
+      shared parameters anyway; it weights its task-specific gradients as
+      `Equal` does), (ii) a
       relative ridge is added, `(G + reg_eps diag(G)) a = 1 / a`, so gradients
       that cancel (rank deficiency with 0 in the hull) still give a unique,
       finite solution, with `||g_k|| a_k <= sqrt(K / reg_eps)` (in the units of
@@ -137,9 +138,7 @@ class NashMTL(Weighting):
         normalized = gram / safe_norm
         root = ops.sqrt(safe_norm)
         diagonal = ops.diagonal(normalized)
-        active = ops.logical_and(
-            present, diagonal > solvers.ZERO_NORM_FLOOR * ops.max(diagonal)
-        )
+        active = ops.logical_and(present, gram_utils.nonzero_mask(diagonal))
         active_float = ops.cast(active, "float32")
         # Inactive tasks: an identity row, so that a_k = 1 / a_k gives a_k = 1.
         game = normalized * active_float[:, None] * active_float[None, :] + ops.diag(

@@ -47,15 +47,26 @@ import itertools
 
 from keras import ops
 
-#: Largest number of tasks solved by exact support enumeration (2^K - 1 systems).
+from kerasmtl.weighting import gram_utils
+
+#: Largest number of tasks that support enumeration accepts (2^K - 1 systems).
 MAX_ENUMERATION_TASKS = 10
+#: `method="auto"` enumerates supports up to this many tasks (measured faster
+#: there), and runs the active-set method beyond.
+ENUMERATION_UP_TO = 5
 #: Ridge added to the unit-diagonal (Jacobi-scaled) Gram matrix of each support.
 SUPPORT_RIDGE = 1e-6
-#: Squared gradient norms below this fraction of the largest are treated as zero.
-ZERO_NORM_FLOOR = 1e-10
+#: Squared gradient norms below this fraction of the largest are treated as zero
+#: (one threshold for the whole kit, defined in `gram_utils`).
+ZERO_NORM_FLOOR = gram_utils.ZERO_SQUARED_NORM_RTOL
 _TINY = 1e-30
 # Newton's decrement below which `nash_bargaining` stops.
 _NEWTON_TOLERANCE = 1e-6
+# KKT multipliers below -_KKT_RTOL times their terms' scale release a bound task.
+_KKT_RTOL = 1e-6
+# CAGrad's affine subproblem is bounded when radius^2 - c > this times radius^2.
+_CURVATURE_FLOOR = 1e-6
+_METHODS = ("auto", "enumeration", "active_set")
 # Stand-in value of an absent entry in `project_to_simplex` (finite, so no inf - inf).
 _FAR_BELOW = -1e30
 
@@ -196,6 +207,259 @@ def _select(candidates, values):
 
 
 # --------------------------------------------------------------------------- #
+# Primal active-set method (any K).
+# --------------------------------------------------------------------------- #
+
+
+def _check_method(method, num):
+    """`True` for support enumeration, `False` for the active-set method."""
+    if method not in _METHODS:
+        raise ValueError(
+            f"`method` must be one of {list(_METHODS)}. Received: method={method!r}"
+        )
+    if method == "enumeration" and num > MAX_ENUMERATION_TASKS:
+        raise ValueError(
+            f"Support enumeration solves 2^K - 1 systems and is limited to "
+            f"{MAX_ENUMERATION_TASKS} tasks; use method='active_set' or 'auto'. "
+            f"Received: method={method!r} with K={num}"
+        )
+    if method == "auto":
+        return num <= ENUMERATION_UP_TO
+    return method == "enumeration"
+
+
+def _working_matrices(gram):
+    """`(inv_scale, ridged_unit, ridged)` for a symmetric, normalised Gram matrix.
+
+    `ridged_unit = D^-1 G D^-1 + SUPPORT_RIDGE I` (Jacobi scaling, `D = sqrt(diag G)`
+    floored as in `_jacobi_scaling`) is what the linear solves see; `ridged =
+    D ridged_unit D` is the same matrix in the original variables, used for every
+    gradient and objective of the active-set method, so that its optimality
+    tests and its solves describe one problem.
+    """
+    inv_scale, unit_gram = _jacobi_scaling(gram)
+    num = gram.shape[-1]
+    ridged_unit = unit_gram + SUPPORT_RIDGE * ops.eye(num, dtype="float32")
+    scale = 1.0 / inv_scale
+    return inv_scale, ridged_unit, ridged_unit * scale[:, None] * scale[None, :]
+
+
+def _free_solve(ridged_unit, free, rhs):
+    """Solves `ridged_unit` on each free set (identity elsewhere) for `(..., K, R)` `rhs`.
+
+    Every such matrix is symmetric positive definite (the ridge), so the LU
+    factorisation of `ops.solve` never meets a zero pivot.
+    """
+    num = ridged_unit.shape[-1]
+    eye = ops.eye(num, dtype="float32")
+    inside = free[..., :, None] * free[..., None, :]
+    matrices = inside * ridged_unit + (1.0 - free)[..., :, None] * eye
+    return ops.solve(matrices, rhs)
+
+
+def _first_blocking(gaps, delta, free):
+    """Largest step along `delta` keeping every free entry's `gap` non-negative.
+
+    Returns `(t, blocker)` on the last axis; `t = inf` when no free entry decreases.
+    """
+    decreasing = ops.logical_and(free > 0.0, delta < 0.0)
+    ratios = gaps / ops.where(decreasing, -delta, 1.0)
+    ratios = ops.where(decreasing, ops.maximum(ratios, 0.0), float("inf"))
+    return ops.min(ratios, axis=-1), ops.argmin(ratios, axis=-1)
+
+
+def _active_set_simplex(allowed, start, target, gradient, max_iterations):
+    """Minimises a convex `F` on the simplex of the `allowed` tasks (primal active set).
+
+    The iterate `x` is always feasible and its free set `S` holds its positive
+    entries (plus, for one step, the task just released). Each iteration asks
+    `target(S)` for the minimiser `y` of `F` on the affine hull of `S` (or, when
+    `F` is unbounded below there, a descent direction summing to 0). When `y` is
+    in the simplex, `x` moves to it and the bound task with the most negative
+    KKT multiplier `d_j F - x^T grad F` (beyond a float32 tolerance) is
+    released; if there is none, `x` is optimal. Otherwise `x` moves towards `y`
+    until the first free entry reaches 0, and that task is bound. `F` never
+    increases on these segments (convexity) and strictly decreases between two
+    visits of a free set, so the method ends after finitely many steps,
+    typically about twice the size of the optimal support (Wolfe, "Finding the
+    nearest point in a polytope", Mathematical Programming 1976; Nocedal &
+    Wright, "Numerical Optimization", 2nd ed. 2006, Algorithm 16.3).
+    `max_iterations` only bounds the loop against float32 cycling; the result is
+    feasible whenever it stops.
+
+    Args:
+        allowed: `(K,)` boolean: the tasks that may enter.
+        start: `(K,)` a feasible vertex.
+        target: `free -> (y, unbounded)` with `y` `(K,)`, 0 off `free`.
+        gradient: `x -> (grad F(x), noise)`, `noise` `(K,)` the float32
+            resolution of each gradient entry.
+        max_iterations: bound on the iterations.
+    """
+    num = start.shape[-1]
+
+    def body(iteration, x, free, _):
+        y, unbounded = target(free)
+        delta = ops.where(unbounded, y, y - x)
+        t_block, blocker = _first_blocking(x, delta, free)
+        blocked = ops.logical_or(unbounded, t_block < 1.0)
+        t = ops.where(unbounded, t_block, ops.minimum(t_block, 1.0))
+        # An unbounded direction along which nothing decreases (round-off): stay.
+        t = ops.where(t < float("inf"), t, 0.0)
+        keep = 1.0 - ops.where(blocked, ops.one_hot(blocker, num, dtype="float32"), 0.0)
+        moved = ops.maximum(x + t * delta, 0.0) * free * keep
+        moved = moved / ops.maximum(ops.sum(moved), _TINY)
+        grad, noise = gradient(moved)
+        multipliers = grad - ops.sum(moved * grad)
+        bound = ops.logical_and(allowed, free * keep == 0.0)
+        slack = ops.where(bound, multipliers + noise, float("inf"))
+        release = ops.logical_and(ops.logical_not(blocked), ops.min(slack) < 0.0)
+        entering = ops.where(release, ops.one_hot(ops.argmin(slack), num, dtype="float32"), 0.0)
+        # The task just released is bound again at once: its multiplier was
+        # float32 noise, and x is optimal.
+        stuck = ops.logical_and(blocked, t <= 0.0)
+        optimal = ops.logical_and(ops.logical_not(blocked), ops.logical_not(release))
+        x_next = ops.where(stuck, x, moved)
+        free_next = ops.maximum(free * keep, entering)
+        return iteration + 1, x_next, free_next, ops.logical_or(optimal, stuck)
+
+    def running(iteration, _x, _free, done):
+        return ops.logical_and(iteration < max_iterations, ops.logical_not(done))
+
+    free = ops.cast(start > 0.0, "float32")
+    state = (ops.zeros((), "int32"), start, free, ops.zeros((), "bool"))
+    _, x, _, _ = ops.while_loop(running, body, state)
+    return x
+
+
+def _cheapest_vertex(diagonal, mask):
+    """The vertex `e_k` of the (present tasks') simplex with the smallest `G[k, k]`."""
+    num = diagonal.shape[-1]
+    if mask is not None:
+        diagonal = ops.where(mask, diagonal, float("inf"))
+    return ops.one_hot(ops.argmin(diagonal), num, dtype="float32")
+
+
+def _allowed_tasks(num, mask):
+    return ops.ones((num,), dtype="bool") if mask is None else ops.cast(mask, "bool")
+
+
+def _kkt_noise(ridged, weights, extra=0.0):
+    """Per-entry float32 resolution of `ridged @ weights` (`_KKT_RTOL` times its terms' scale)."""
+    scale = ops.sqrt(ops.maximum(ops.diagonal(ridged), 0.0))
+    return _KKT_RTOL * scale * (ops.sum(ops.abs(weights) * scale, axis=-1, keepdims=True) + extra)
+
+
+def _min_norm_active_set(gram, max_iterations, mask):
+    inv_scale, ridged_unit, ridged = _working_matrices(gram)
+
+    def target(free):
+        # min a^T G a on sum(a) = 1 over the free set: a ~ G_S^-1 1, in Jacobi variables.
+        solution = _free_solve(ridged_unit, free, (free * inv_scale)[:, None])[:, 0]
+        p = solution * inv_scale
+        return p / ops.maximum(ops.sum(p), _TINY), ops.zeros((), "bool")
+
+    def gradient(x):
+        return ops.matmul(ridged, x), _kkt_noise(ridged, x)
+
+    start = _cheapest_vertex(ops.diagonal(gram), mask)
+    return _active_set_simplex(
+        _allowed_tasks(gram.shape[-1], mask), start, target, gradient, max_iterations
+    )
+
+
+def _lower_bounded_active_set(gram, lower, max_iterations):
+    """Primal active-set method for `min v^T G v` s.t. `v >= lower`, one problem per row.
+
+    All rows iterate together (one batched solve per step), each with its own
+    free set; a row that is optimal stays put. Same method as
+    `_active_set_simplex` with bounds instead of the simplex: start at `v = lower`
+    (all bound), release the bound entry with the most negative gradient
+    `(G v)_j`, move towards the minimiser on the free set with the bound entries
+    fixed, and bind the first entry that reaches its bound.
+    """
+    inv_scale, ridged_unit, ridged = _working_matrices(gram)
+    num = gram.shape[-1]
+    scaled_lower = lower / inv_scale  # Jacobi variables b = D v
+
+    def body(iteration, v, free, done):
+        fixed = scaled_lower * (1.0 - free)
+        rhs = fixed - free * ops.matmul(fixed, ridged_unit)
+        y = _free_solve(ridged_unit, free, rhs[..., None])[..., 0] * inv_scale
+        delta = y - v
+        t_block, blocker = _first_blocking(v - lower, delta, free)
+        blocked = t_block < 1.0
+        t = ops.minimum(t_block, 1.0)[:, None]
+        keep = 1.0 - ops.where(blocked[:, None], ops.one_hot(blocker, num, dtype="float32"), 0.0)
+        free_kept = free * keep
+        moved = ops.maximum(v + t * delta, lower)
+        moved = ops.where(free_kept > 0.0, moved, lower)
+        grad = ops.matmul(moved, ridged)
+        noise = _kkt_noise(ridged, moved)
+        slack = ops.where(free_kept == 0.0, grad + noise, float("inf"))
+        release = ops.logical_and(ops.logical_not(blocked), ops.min(slack, axis=-1) < 0.0)
+        entering = ops.where(
+            release[:, None], ops.one_hot(ops.argmin(slack, axis=-1), num, dtype="float32"), 0.0
+        )
+        stuck = ops.logical_and(blocked, t[:, 0] <= 0.0)
+        optimal = ops.logical_and(ops.logical_not(blocked), ops.logical_not(release))
+        freeze = ops.logical_or(done, stuck)[:, None]
+        v_next = ops.where(freeze, v, moved)
+        free_next = ops.where(freeze, free, ops.maximum(free_kept, entering))
+        done_next = ops.logical_or(done, ops.logical_or(optimal, stuck))
+        return iteration + 1, v_next, free_next, done_next
+
+    def running(iteration, _v, _free, done):
+        return ops.logical_and(iteration < max_iterations, ops.logical_not(ops.all(done)))
+
+    rows = lower.shape[0]
+    state = (
+        ops.zeros((), "int32"),
+        lower,
+        ops.zeros_like(lower),
+        ops.zeros((rows,), dtype="bool"),
+    )
+    _, v, _, _ = ops.while_loop(running, body, state)
+    return v
+
+
+def _conflict_averse_active_set(gram, mean_term, radius, max_iterations, mask):
+    inv_scale, ridged_unit, ridged = _working_matrices(gram)
+    radius_squared = radius * radius
+
+    def target(free):
+        # On the affine hull of S: w = base + t dir, base = G_S^-1 1 / (1^T G_S^-1 1),
+        # dir = (1^T G_S^-1 h) base - G_S^-1 h (H-orthogonal to base, sums to 0),
+        # t = ||g_w|| / radius = sqrt(a / (radius^2 - c)), a = ||base||_G^2, c = ||dir||_G^2.
+        rhs = ops.stack([free * inv_scale, free * mean_term * inv_scale], axis=-1)
+        solution = _free_solve(ridged_unit, free, rhs) * inv_scale[:, None]
+        p, q = solution[:, 0], solution[:, 1]
+        base = p / ops.maximum(ops.sum(p), _TINY)
+        direction = base * ops.sum(q) - q
+        a = ops.sum(ops.matmul(ridged, base) * base)
+        c = ops.maximum(ops.sum(ops.matmul(ridged, direction) * direction), 0.0)
+        curvature = radius_squared - c
+        bounded = curvature > _CURVATURE_FLOOR * ops.maximum(radius_squared, _TINY)
+        # F decreases without bound along `direction` when radius^2 < c.
+        unbounded = ops.logical_and(ops.logical_not(bounded), c > _TINY)
+        t = ops.sqrt(ops.maximum(a, 0.0) / ops.where(bounded, curvature, 1.0))
+        y = base + ops.where(bounded, t, 0.0) * direction
+        return ops.where(unbounded, direction, y), unbounded
+
+    def gradient(w):
+        g_w = ops.matmul(ridged, w)
+        norm = ops.sqrt(ops.maximum(ops.sum(g_w * w), _TINY))
+        grad = mean_term + radius * g_w / norm
+        mean_scale = ops.sum(ops.abs(mean_term))
+        noise = _kkt_noise(ridged, w) * (radius / norm)
+        return grad, noise + _KKT_RTOL * mean_scale
+
+    start = _cheapest_vertex(mean_term, mask)
+    return _active_set_simplex(
+        _allowed_tasks(gram.shape[-1], mask), start, target, gradient, max_iterations
+    )
+
+
+# --------------------------------------------------------------------------- #
 # Min-norm point of the convex hull (MGDA).
 # --------------------------------------------------------------------------- #
 
@@ -210,60 +474,41 @@ def _min_norm_on_supports(gram, masks, mask=None):
     return _renormalize(solution * inv_scale[None, :], mask)
 
 
-def _fista_simplex(gram, linear, num_iterations, mask=None):
-    """Accelerated projected gradient for `min 0.5 a^T G a + linear^T a` on the simplex."""
-    num = gram.shape[-1]
-    lipschitz = ops.maximum(ops.sqrt(ops.sum(gram * gram)), _TINY)
-    step = 1.0 / lipschitz
-    start = _uniform(num, mask)
-
-    def body(_, state):
-        x, y, t = state
-        gradient = ops.matmul(gram, y) + linear
-        x_next = project_to_simplex(y - step * gradient, mask)
-        t_next = 0.5 * (1.0 + ops.sqrt(1.0 + 4.0 * t * t))
-        # Adaptive restart (O'Donoghue & Candes 2015): drop momentum when it points uphill.
-        restart = ops.sum(gradient * (x_next - x)) > 0.0
-        momentum = ops.where(restart, 0.0, (t - 1.0) / t_next)
-        y_next = x_next + momentum * (x_next - x)
-        return x_next, y_next, ops.where(restart, 1.0, t_next)
-
-    x, _, _ = ops.fori_loop(0, num_iterations, body, (start, start, ops.ones(())))
-    return x
-
-
-def min_norm_point(gram, num_iterations=1000, mask=None):
+def min_norm_point(gram, num_iterations=1000, mask=None, method="auto"):
     """Returns `argmin_{a in simplex} a^T G a`, the MGDA min-norm coefficients.
 
     The point `sum_k a_k g_k` is the point of minimum norm of the convex hull of
-    the task gradients (Sener & Koltun, NeurIPS 2018). Exact support enumeration
-    for `K <= MAX_ENUMERATION_TASKS`; FISTA plus a polish step beyond.
+    the task gradients (Sener & Koltun, NeurIPS 2018). Solved exactly: by
+    support enumeration for `K <= ENUMERATION_UP_TO` (`method="auto"`), by
+    Wolfe's active-set method beyond (see `_active_set_simplex`).
 
     Args:
         gram: `(K, K)` Gram matrix of the task gradients (any positive scale).
-        num_iterations: FISTA iterations, used only when `K > MAX_ENUMERATION_TASKS`.
+        num_iterations: the most active-set iterations (the method stops at the
+            optimum, after about twice the optimal support's size).
         mask: optional boolean `(K,)` of the present tasks: the minimum over
             their simplex (0 for the others; all 0 when no task is present).
+        method: `"auto"`, `"enumeration"` (`K <= MAX_ENUMERATION_TASKS`) or
+            `"active_set"`.
 
     Returns:
         A `(K,)` float32 vector on the probability simplex (of the present tasks).
     """
     gram = normalize_gram(gram)
     num = gram.shape[-1]
+    enumerate_supports = _check_method(method, num)
     if num == 1:
         ones = ops.ones((1,), dtype="float32")
         return ones if mask is None else ops.where(mask, ones, 0.0)
-    if num <= MAX_ENUMERATION_TASKS:
+    if enumerate_supports:
         candidates = _min_norm_on_supports(gram, support_masks(num), mask)
+        values = _forbid(_quadratic_forms(candidates, gram), _allowed(candidates, mask))
+        result = _select(candidates, values)
     else:
-        approximate = _fista_simplex(gram, ops.zeros((num,), "float32"), num_iterations, mask)
-        support = ops.cast(approximate > 1e-6, "float32")[None, :]
-        candidates = ops.concatenate(
-            [approximate[None, :], _min_norm_on_supports(gram, support, mask)], axis=0
-        )
-    values = _forbid(_quadratic_forms(candidates, gram), _allowed(candidates, mask))
-    result = _select(candidates, values)
-    return result if mask is None else ops.where(mask, result, 0.0)
+        result = _min_norm_active_set(gram, num_iterations, mask)
+    if mask is None:
+        return result
+    return ops.where(ops.logical_and(mask, ops.any(mask)), result, 0.0)
 
 
 # --------------------------------------------------------------------------- #
@@ -288,62 +533,34 @@ def _lower_bounded_on_supports(gram, lower, masks):
     return ops.maximum(solution, lower[:, None, :])
 
 
-def _fista_lower_bounded(gram, lower, num_iterations):
-    """Accelerated projected gradient for `min 0.5 v^T G v` s.t. `v >= lower`, batched over rows."""
-    lipschitz = ops.maximum(ops.sqrt(ops.sum(gram * gram)), _TINY)
-    step = 1.0 / lipschitz
-
-    def body(_, state):
-        x, y, t = state
-        gradient = ops.matmul(y, gram)
-        x_next = ops.maximum(y - step * gradient, lower)
-        t_next = 0.5 * (1.0 + ops.sqrt(1.0 + 4.0 * t * t))
-        restart = ops.sum(gradient * (x_next - x), axis=-1, keepdims=True) > 0.0
-        momentum = ops.where(restart, 0.0, (t - 1.0) / t_next)
-        y_next = x_next + momentum * (x_next - x)
-        return x_next, y_next, ops.where(restart, 1.0, t_next)
-
-    start = lower
-    ones = ops.ones((lower.shape[0], 1), dtype="float32")
-    x, _, _ = ops.fori_loop(0, num_iterations, body, (start, start, ones))
-    return x
-
-
-def lower_bounded_qp(gram, lower, num_iterations=2000):
+def lower_bounded_qp(gram, lower, num_iterations=2000, method="auto"):
     """Returns `argmin_{v >= lower} v^T G v` for each row of `lower`.
 
     For `lower = u_i e_i` this is the dual of projecting `u_i g_i` onto the dual
-    cone of the task gradients (Quinton & Rey 2024, Proposition 1). Exact support
-    enumeration (over the free set) for `K <= MAX_ENUMERATION_TASKS`; FISTA plus
-    a polish step beyond.
+    cone of the task gradients (Quinton & Rey 2024, Proposition 1). Solved
+    exactly: by enumerating the free sets for `K <= ENUMERATION_UP_TO`
+    (`method="auto"`), by a primal active-set method beyond, all rows at once.
 
     Args:
         gram: `(K, K)` Gram matrix (positive semi-definite).
         lower: `(P, K)` lower bounds, one problem per row.
-        num_iterations: FISTA iterations, used only when `K > MAX_ENUMERATION_TASKS`.
+        num_iterations: the most active-set iterations (the method stops once
+            every row is optimal).
+        method: `"auto"`, `"enumeration"` (`K <= MAX_ENUMERATION_TASKS`) or
+            `"active_set"`.
 
     Returns:
         A `(P, K)` float32 tensor.
     """
-    gram = ops.cast(gram, "float32")
-    gram = 0.5 * (gram + ops.transpose(gram))
     lower = ops.cast(lower, "float32")
     num = gram.shape[-1]
+    enumerate_supports = _check_method(method, num)
     # Scale-free: solve on G / max diag (the minimiser does not change).
     gram = normalize_gram(gram)
-    if num <= MAX_ENUMERATION_TASKS:
+    if enumerate_supports:
         candidates = _lower_bounded_on_supports(gram, lower, support_masks(num, True))
-    else:
-        approximate = _fista_lower_bounded(gram, lower, num_iterations)
-        support = ops.cast(approximate > lower + 1e-6 * (1.0 + ops.abs(lower)), "float32")
-        polished = ops.stack(
-            [
-                _lower_bounded_on_supports(gram, lower[p : p + 1], support[p : p + 1])[0, 0]
-                for p in range(lower.shape[0])
-            ]
-        )
-        candidates = ops.stack([approximate, polished], axis=1)
-    return _select(candidates, _quadratic_forms(candidates, gram))
+        return _select(candidates, _quadratic_forms(candidates, gram))
+    return _lower_bounded_active_set(gram, lower, num_iterations)
 
 
 # --------------------------------------------------------------------------- #
@@ -383,41 +600,28 @@ def _conflict_averse_on_supports(gram, mean_term, radius, masks, mask=None):
     return ops.concatenate([_renormalize(stationary, mask), _renormalize(base, mask)], axis=0)
 
 
-def _alternating_conflict_averse(gram, mean_term, radius, num_iterations, mask=None):
-    """Projected gradient on the perspective form `w^T G b + r/2 (w^T G w / s + s)`, exact `s`."""
-    num = gram.shape[-1]
-    lipschitz = ops.maximum(ops.sqrt(ops.sum(gram * gram)), _TINY)
-    start = _uniform(num, mask)
-
-    def body(_, w):
-        norm = ops.sqrt(ops.maximum(ops.sum(ops.matmul(gram, w) * w), 0.0))
-        norm = ops.maximum(norm, 1e-6)
-        gradient = mean_term + radius * ops.matmul(gram, w) / norm
-        step = norm / ops.maximum(radius * lipschitz, _TINY)
-        step = ops.minimum(step, 1.0 / lipschitz)
-        return project_to_simplex(w - step * gradient, mask)
-
-    return ops.fori_loop(0, num_iterations, body, start)
-
-
-def conflict_averse_dual(gram, c, num_iterations=2000, mask=None):
+def conflict_averse_dual(gram, c, num_iterations=2000, mask=None, method="auto"):
     """Solves the CAGrad dual `min_{w in simplex} w^T G g0 + c ||g0|| ||g_w||`.
 
     With `g0` the mean gradient (coefficients `1/K`) and `g_w = sum_k w_k g_k`
     (the dual of Liu et al., NeurIPS 2021). On a fixed support `S` the
     stationarity conditions give `w = w0 + t w1` with `w0` the min-norm point of
     `S`'s affine hull, `w1` a direction summing to zero, and `t` the positive
-    root of a quadratic (`t = ||g_w|| / (c ||g0||)`), so enumerating the
-    supports solves the dual exactly. The min-norm points `w0` are candidates too,
-    for the degenerate optimum `g_w = 0`. For `K > MAX_ENUMERATION_TASKS`:
-    projected gradient on the perspective reformulation, then a polish step.
+    root of a quadratic (`t = ||g_w|| / (c ||g0||)`). For
+    `K <= ENUMERATION_UP_TO` (`method="auto"`) every support is solved so and the
+    best feasible point kept (the min-norm points `w0` are candidates too, for
+    the degenerate optimum `g_w = 0`); beyond, the same closed form is the
+    subproblem of a primal active-set method (`_active_set_simplex`). Both are
+    exact.
 
     Args:
         gram: `(K, K)` Gram matrix.
         c: the conflict-aversion radius ratio (paper's `c`), a Python float.
-        num_iterations: iterations of the fallback, used only when `K > MAX_ENUMERATION_TASKS`.
+        num_iterations: the most active-set iterations.
         mask: optional boolean `(K,)` of the present tasks: `g0` is their mean
             gradient and `w` lies on their simplex (0 for the others).
+        method: `"auto"`, `"enumeration"` (`K <= MAX_ENUMERATION_TASKS`) or
+            `"active_set"`.
 
     Returns:
         `(weights, gram)`: the `(K,)` dual weights `w` on the simplex, and the
@@ -425,32 +629,25 @@ def conflict_averse_dual(gram, c, num_iterations=2000, mask=None):
     """
     gram = normalize_gram(gram)
     num = gram.shape[-1]
+    enumerate_supports = _check_method(method, num)
     mean_weights = _uniform(num, mask)
     mean_term = ops.matmul(gram, mean_weights)
     radius = c * ops.sqrt(ops.maximum(ops.sum(mean_term * mean_weights), 0.0))
     if num == 1:
         ones = ops.ones((1,), dtype="float32")
         return (ones if mask is None else ops.where(mask, ones, 0.0)), gram
-    if num <= MAX_ENUMERATION_TASKS:
+    if enumerate_supports:
         candidates = _conflict_averse_on_supports(
             gram, mean_term, radius, support_masks(num), mask
         )
+        values = _conflict_averse_objective(candidates, gram, mean_term, radius)
+        values = _forbid(values, _allowed(candidates, mask))
+        result = _select(candidates, values)
     else:
-        approximate = _alternating_conflict_averse(
-            gram, mean_term, radius, num_iterations, mask
-        )
-        support = ops.cast(approximate > 1e-6, "float32")[None, :]
-        candidates = ops.concatenate(
-            [
-                approximate[None, :],
-                _conflict_averse_on_supports(gram, mean_term, radius, support, mask),
-            ],
-            axis=0,
-        )
-    values = _conflict_averse_objective(candidates, gram, mean_term, radius)
-    values = _forbid(values, _allowed(candidates, mask))
-    result = _select(candidates, values)
-    return (result if mask is None else ops.where(mask, result, 0.0)), gram
+        result = _conflict_averse_active_set(gram, mean_term, radius, num_iterations, mask)
+    if mask is None:
+        return result, gram
+    return ops.where(ops.logical_and(mask, ops.any(mask)), result, 0.0), gram
 
 
 # --------------------------------------------------------------------------- #
