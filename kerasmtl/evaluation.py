@@ -214,12 +214,21 @@ def _format_value(value, precision):
     return "" if value is None else f"{value:.{precision}f}"
 
 
-def metric_direction(metric):
-    """Returns whether a higher value of a metric is better, from its name.
+def metric_direction(metric, task=None, higher_is_better=None):
+    """Returns whether a higher value of a metric is better.
+
+    The one table of metric directions of the kit: `delta_m`, `task_deltas`
+    and `kerasmtl.tuning`'s objective all read it.
 
     Args:
         metric: a metric name, such as `"accuracy"`, `"sparse_categorical_accuracy"`,
             `"mse"` or `"loss"`.
+        task: the task the metric belongs to, to look up `higher_is_better`
+            keys of the form `{task}_{metric}` or `{task}`.
+        higher_is_better: `None` to infer the direction from the name, a bool for
+            every metric, or a dict whose keys are `{task}_{metric}`, task names
+            or metric names (looked up in that order; names it lacks are
+            inferred).
 
     Returns:
         `True` if higher is better (accuracy, AUC, IoU, ...), `False` if lower is
@@ -227,7 +236,37 @@ def metric_direction(metric):
 
     Raises:
         ValueError: for a metric name of unknown direction.
+        TypeError: for a `higher_is_better` that is not None, a bool or a dict.
+
+    Example:
+
+    >>> metric_direction("sparse_categorical_accuracy")
+    True
+    >>> metric_direction("mae", task="depth", higher_is_better={"depth_mae": True})
+    True
     """
+    if isinstance(higher_is_better, bool):
+        return higher_is_better
+    if isinstance(higher_is_better, dict):
+        keys = (f"{task}_{metric}", task, metric)
+        if task is None or metric is None:
+            keys = (metric if task is None else task,)
+        for key in keys:
+            if key in higher_is_better:
+                return bool(higher_is_better[key])
+    elif higher_is_better is not None:
+        raise TypeError(
+            "`higher_is_better` must be None (infer from metric names), a bool, or a "
+            "dict keyed by `{task}_{metric}`, task or metric name. "
+            f"Received: higher_is_better={higher_is_better!r}"
+        )
+    if metric is None:
+        raise ValueError(
+            f"Cannot tell whether a higher result of task '{task}' is better: it is "
+            "given without a metric name. Key results by `{task}_{metric}` (e.g. "
+            f"'{task}_accuracy') or pass `higher_is_better`, e.g. "
+            f"higher_is_better={{'{task}': True}}. Received: key={task!r}"
+        )
     name = str(metric).lower()
     for known, higher in _known_directions():
         if name == known or name.endswith("_" + known):
@@ -411,36 +450,10 @@ def _to_float(value, where):
 
 
 def _directions(entries, higher_is_better):
-    directions = {}
-    for task, metric in entries:
-        key = _entry_name((task, metric))
-        if isinstance(higher_is_better, bool):
-            directions[(task, metric)] = higher_is_better
-            continue
-        if isinstance(higher_is_better, dict):
-            found = False
-            for candidate in (key, task, metric):
-                if candidate is not None and candidate in higher_is_better:
-                    directions[(task, metric)] = bool(higher_is_better[candidate])
-                    found = True
-                    break
-            if found:
-                continue
-        elif higher_is_better is not None:
-            raise TypeError(
-                "`higher_is_better` must be None (infer from metric names), a bool, or a "
-                "dict keyed by `{task}_{metric}`, task or metric name. "
-                f"Received: higher_is_better={higher_is_better!r}"
-            )
-        if metric is None:
-            raise ValueError(
-                f"Cannot tell whether a higher result of task '{task}' is better: it is "
-                "given without a metric name. Key results by `{task}_{metric}` (e.g. "
-                f"'{task}_accuracy') or pass `higher_is_better`, e.g. "
-                f"higher_is_better={{'{task}': True}}. Received: key={key!r}"
-            )
-        directions[(task, metric)] = metric_direction(metric)
-    return directions
+    return {
+        (task, metric): metric_direction(metric, task, higher_is_better)
+        for task, metric in entries
+    }
 
 
 def _check_nested(report, arg_name):

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 import kerasmtl
-from kerasmtl import Task, tuning
-from kerasmtl.tuning import DeltaMObjective, delta_m_from_logs
+from kerasmtl import Task
 
 keras_tuner = pytest.importorskip("keras_tuner")
 pytest.importorskip("tensorboard")
+from kerasmtl import tuning  # noqa: E402
+from kerasmtl.tuning import DeltaMObjective, delta_m_from_logs  # noqa: E402
 
 # keras-tuner 1.4.8's oracle calls `threading.currentThread().getName()` (deprecated since
 # Python 3.10) on every oracle call: two third-party warnings, named and ignored here only.
@@ -32,8 +33,11 @@ pytestmark = [
 ]
 
 
-def _tasks():
-    return [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse")]
+def _tasks(metrics=None):
+    return [
+        Task("a", head=1, loss="mse", metrics=metrics),
+        Task("b", head=1, loss="mse"),
+    ]
 
 
 def _data(num_samples, seed, coupling=0.5):
@@ -44,18 +48,31 @@ def _data(num_samples, seed, coupling=0.5):
     return x, labels
 
 
+def _trunk(hp):
+    units = hp.Choice("trunk_units", [4, 8])
+    return keras.layers.Dense(units, activation="relu", name="trunk")
+
+
 def _small_hypermodel(**kwargs):
     settings = dict(
         tasks=_tasks(),
         inputs={"features": (2,)},
+        trunk=_trunk,
         strategies=["equal", "dwa", "uncertainty"],
-        trunk_units=[4, 8],
-        trunk_layers=1,
-        head_layers=0,
-        learning_rate=[1e-2, 3e-3],
     )
     settings.update(kwargs)
     return tuning.MultiTaskHyperModel(**settings)
+
+
+def _hyperparameters(**values):
+    """A `HyperParameters` holding fixed values (or ranges, given as `(kind, args)`)."""
+    hp = keras_tuner.HyperParameters()
+    for name, value in values.items():
+        if isinstance(value, tuple):
+            getattr(hp, value[0])(name, *value[1:])
+        else:
+            hp.Fixed(name, value)
+    return hp
 
 
 def _statuses(tuner):
@@ -65,16 +82,22 @@ def _statuses(tuner):
 # === Optional dependency ===
 
 
-def test_import_does_not_import_keras_tuner():
+def test_import_kerasmtl_does_not_import_keras_tuner():
     code = textwrap.dedent(
         """
+        import inspect
         import sys
-        import kerasmtl.tuning as tuning
-        assert "keras_tuner" not in sys.modules, "imported at module import"
-        cls = tuning.MultiTaskHyperModel
+        import kerasmtl
+        assert "keras_tuner" not in sys.modules, "imported with kerasmtl"
+        assert "tuning" in dir(kerasmtl) and "tuning" not in kerasmtl.__all__
+        cls = kerasmtl.tuning.MultiTaskHyperModel
         import keras_tuner
         assert issubclass(cls, keras_tuner.HyperModel)
-        assert tuning.MultiTaskHyperModel is cls
+        # A class statement of the module, not a class made at run time.
+        assert cls.__module__ == "kerasmtl.tuning" and cls.__qualname__ == cls.__name__
+        assert "class MultiTaskHyperModel(keras_tuner.HyperModel)" in inspect.getsource(cls)
+        import kerasmtl.tuning
+        assert kerasmtl.tuning.MultiTaskHyperModel is cls
         print("OK")
         """
     )
@@ -90,17 +113,27 @@ def test_import_does_not_import_keras_tuner():
 
 
 def test_missing_keras_tuner_gives_the_install_hint(monkeypatch):
+    import importlib
+
     monkeypatch.setitem(sys.modules, "keras_tuner", None)
-    with pytest.raises(ImportError, match=r'pip install "kerasmtl\[tuner\]"'):
-        tuning.delta_m_objective()
+    monkeypatch.delitem(sys.modules, "kerasmtl.tuning")
+    with pytest.raises(ImportError, match=r'pip install "kerasmtl\[tuner\]"') as info:
+        importlib.import_module("kerasmtl.tuning")
+    assert info.value.name == "keras_tuner"
 
 
-def test_unknown_module_attribute():
+def test_unknown_package_attribute():
     with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
-        tuning.NoSuchThing  # noqa: B018
+        kerasmtl.NoSuchThing  # noqa: B018
 
 
 # === Constructor validation ===
+
+
+def _built_head():
+    head = keras.layers.Dense(1, name="a")
+    head.build((None, 4))
+    return head
 
 
 @pytest.mark.parametrize(
@@ -109,64 +142,30 @@ def test_unknown_module_attribute():
         (
             dict(strategies=["equal", "dwaa"]),
             ValueError,
-            r"Unknown weighting strategy 'dwaa'.*"
-            r"'cagrad'.*'dwa'.*'famo'",
+            r"Unknown weighting strategy 'dwaa'.*'cagrad'.*'dwa'.*'famo'",
         ),
         (dict(strategies=[]), ValueError, "non-empty list"),
         (dict(strategies=["dwa", "DWA"]), ValueError, "appears twice"),
+        (dict(strategies={"dwa": {"temperature": 2.0}}), TypeError, r"declare\(hp"),
         (
-            dict(objective_baselines={"a": {"loss": 1.0}, "c": {"loss": 1.0}}),
+            dict(baselines={"a": {"loss": 1.0}, "c": {"loss": 1.0}}),
             ValueError,
-            r"Unknown task name\(s\) \['c'\] in `objective_baselines`. Tasks: \['a', 'b'\]",
+            r"Unknown task name\(s\) \['c'\] in `baselines`. Tasks: \['a', 'b'\]",
         ),
-        (dict(objective_baselines={"a": {"loss": 0.0}}), ValueError, "finite non-zero"),
-        (dict(objective_baselines={"a": {"wobble": 1.0}}), ValueError, "wobble"),
-        (dict(objective_metrics={"c": ["loss"]}), ValueError, r"Unknown task name\(s\) \['c'\]"),
-        (
-            dict(objective_baselines={"a": {"loss": 1.0}}, objective_metrics=["loss"]),
-            ValueError,
-            "leave `objective_metrics` as None",
-        ),
-        (
-            dict(fixed={"dwa_temprature": 2.0}),
-            ValueError,
-            r"Unknown hyper-parameter 'dwa_temprature'.*'dwa_temperature'",
-        ),
-        (
-            dict(strategies=["equal", "fixed"], fixed={"fixed_weight_c": 1.0}),
-            ValueError,
-            r"Unknown hyper-parameter 'fixed_weight_c' in `fixed`. Tasks: \['a', 'b'\]",
-        ),
-        (
-            dict(strategies=["equal", "fixed"], fixed={"fixed_weight_a": -1.0}),
-            ValueError,
-            "positive",
-        ),
-        (dict(fixed={"weighting": "mgda"}), ValueError, "one of the searched strategies"),
-        (dict(fixed={"dwa_temperature": -1.0}), ValueError, "DWA rejects"),
-        (dict(fixed={"trunk_layers": 0}), ValueError, ">= 1"),
-        (dict(search_spaces={"dwa": {"temperature": (-1.0, 2.0)}}), ValueError, "DWA rejects"),
-        (
-            dict(search_spaces={"dwa": {"temp": (1.0, 2.0)}}),
-            ValueError,
-            r"'temp' is not an argument of DWA.*'temperature'",
-        ),
-        (dict(search_spaces={"famo": {"learning_rate": (1e-3, 1e-1)}}), ValueError, "not searched"),
-        (dict(search_spaces={"dwa": {"temperature": (2.0, 1.0)}}), ValueError, "min < max"),
-        (
-            dict(strategies=["cagrad"], search_spaces={"cagrad": {"c": (-0.5, 0.5)}}),
-            ValueError,
-            "CAGrad rejects",
-        ),
-        (dict(trunk_units=(64, 16)), ValueError, "min <= max"),
-        (dict(trunk_units=(0, 16)), ValueError, ">= 1"),
-        (dict(head_layers=(-1, 1)), ValueError, ">= 0"),
-        (dict(learning_rate=(1e-2, 1e-4)), ValueError, "min < max"),
-        (dict(learning_rate=(0.0, 1e-2, "log")), ValueError, "min > 0"),
-        (dict(static_weight_range=(0.0, 1.0)), ValueError, "positive"),
+        (dict(baselines={"a": {"loss": 0.0}}), ValueError, "finite non-zero"),
+        (dict(baselines={"a": {"loss": float("nan")}}), ValueError, "finite non-zero"),
+        (dict(baselines={"a": {"wobble": 1.0}}), ValueError, "wobble"),
+        (dict(baselines={"c": ["loss"]}), ValueError, r"Unknown task name\(s\) \['c'\]"),
+        (dict(baselines=["wobble"]), ValueError, "higher 'wobble' is better"),
+        (dict(baselines={"a": []}), ValueError, "metric names"),
+        (dict(baselines={"a": {"loss": 1.0}}, higher_is_better="yes"), TypeError, "bool"),
         (dict(optimizer=keras.optimizers.Adam()), TypeError, "shared by every trial"),
-        (dict(compile_kwargs={"loss_weights": {"a": 1.0}}), ValueError, "loss_weights"),
-        (dict(inputs=[1, 2]), ValueError, "named shapes"),
+        (dict(optimizer="adamm"), ValueError, "adamm"),
+        (dict(inputs=[1, 2]), ValueError, "names"),
+        (dict(trunk=keras.layers.Dense(4)), TypeError, r"trunk\(hp\)"),
+        (dict(tasks=[Task("a", head=_built_head(), loss="mse")]), ValueError, "unbuilt head"),
+        (dict(tasks=[Task("a", loss="mse")]), ValueError, "unbuilt head"),
+        (dict(tasks=[]), ValueError, "task"),
     ],
 )
 def test_constructor_rejects_bad_settings(kwargs, error, match):
@@ -174,147 +173,216 @@ def test_constructor_rejects_bad_settings(kwargs, error, match):
         _small_hypermodel(**kwargs)
 
 
-def test_constructor_rejects_bad_architecture_arguments():
-    with pytest.raises(ValueError, match="either `build_fn"):
-        tuning.MultiTaskHyperModel(lambda hp: None, tasks=_tasks(), inputs={"features": (2,)})
-    with pytest.raises(ValueError, match="does not apply with `build_fn`"):
-        tuning.MultiTaskHyperModel(lambda hp: None, trunk_units=(8, 16))
-    with pytest.raises(ValueError, match="does not apply with `trunk_fn`"):
-        tuning.MultiTaskHyperModel(
-            trunk_fn=lambda hp: keras.layers.Dense(4),
-            tasks=_tasks(),
-            inputs={"features": (2,)},
-            trunk_layers=2,
+def test_constructor_parameters_are_keyword_only():
+    with pytest.raises(TypeError):
+        tuning.MultiTaskHyperModel(_tasks(), {"features": (2,)}, _trunk)
+
+
+# Bad values given through keras-tuner's own `hyperparameters=` stop the search when the
+# tuner is made (keras-tuner builds each conditional branch then), with a fatal error that
+# keras-tuner does not swallow into invalid trials.
+@pytest.mark.parametrize(
+    "strategies, values, match",
+    [
+        (
+            ["equal", "dwa"],
+            dict(dwa_temprature=2.0),
+            r"Unknown hyper-parameter 'dwa_temprature'.*'dwa_temperature'",
+        ),
+        (
+            ["equal", "fixed"],
+            dict(fixed_weights_c=1.0),
+            r"Unknown hyper-parameter 'fixed_weights_c'.*tasks: \['a', 'b'\]",
+        ),
+        (["equal", "fixed"], dict(fixed_weights_a=-1.0), "'fixed' rejects"),
+        (["equal", "dwa"], dict(weighting="mgda"), "one of the searched strategies"),
+        (["equal", "dwa"], dict(dwa_temperature=-1.0), "'dwa' rejects"),
+        (["cagrad"], dict(cagrad_c=("Float", -0.5, 0.5)), "'cagrad' rejects"),
+        (["equal", "dwa"], dict(famo_learning_rate=0.01), "'famo', which is not searched"),
+        (["equal"], dict(learning_rate=0.0), "learning rate must be a positive"),
+    ],
+)
+def test_bad_hyperparameters_stop_the_search_when_the_tuner_is_made(
+    tmp_path, strategies, values, match
+):
+    hypermodel = _small_hypermodel(strategies=strategies)
+    with pytest.raises(keras_tuner.errors.FatalValueError, match=match):
+        keras_tuner.RandomSearch(
+            hypermodel,
+            objective=hypermodel.objective,
+            hyperparameters=_hyperparameters(**values),
+            max_trials=1,
+            directory=tmp_path,
         )
-    with pytest.raises(ValueError, match="Give the model to tune"):
-        tuning.MultiTaskHyperModel(tasks=_tasks())
-    with pytest.raises(ValueError, match="one vector input"):
-        tuning.MultiTaskHyperModel(tasks=_tasks(), inputs={"left": (2,), "right": (2,)})
-    built_head = keras.layers.Dense(1, name="a")
-    built_head.build((None, 4))
-    with pytest.raises(ValueError, match="already built"):
-        tuning.MultiTaskHyperModel(
-            tasks=[Task("a", head=built_head, loss="mse")], inputs={"features": (2,)}
-        )
 
 
-def test_build_fn_task_errors_surface_when_the_tuner_is_made(tmp_path):
-    def build_fn(hp):
-        inputs = keras.Input((2,), name="features")
-        hidden = keras.layers.Dense(hp.Int("units", 2, 4), name="trunk")(inputs)
-        outputs = {name: keras.layers.Dense(1, name=name)(hidden) for name in ("a", "b")}
-        return kerasmtl.MultiTaskModel(inputs, outputs, _tasks())
-
+def test_task_factory_errors_surface_when_the_tuner_is_made(tmp_path):
     hypermodel = tuning.MultiTaskHyperModel(
-        build_fn, strategies=["equal"], objective_baselines={"c": {"loss": 1.0}}
+        tasks=lambda hp: _tasks(),
+        inputs={"features": (2,)},
+        trunk=_trunk,
+        strategies=["equal"],
+        baselines={"c": {"loss": 1.0}},
     )
-    # keras-tuner builds the model once when the tuner is made; a fatal error is not
-    # swallowed into invalid trials.
     with pytest.raises(keras_tuner.errors.FatalValueError, match=r"\['c'\].*\['a', 'b'\]"):
         keras_tuner.RandomSearch(
             hypermodel, objective=hypermodel.objective, max_trials=1, directory=tmp_path
         )
-    with pytest.raises(ValueError, match=r"Unknown hyper-parameter 'fixed_weight_c'"):
-        tuning.MultiTaskHyperModel(
-            build_fn, task_names=["a", "b"], strategies=["fixed"], fixed={"fixed_weight_c": 2.0}
+    built = tuning.MultiTaskHyperModel(
+        tasks=lambda hp: [Task("a", head=_built_head(), loss="mse")],
+        inputs={"features": (2,)},
+        trunk=_trunk,
+    )
+    with pytest.raises(keras_tuner.errors.FatalValueError, match="unbuilt head"):
+        keras_tuner.RandomSearch(
+            built, objective=built.objective, max_trials=1, directory=tmp_path / "built"
         )
 
 
 # === Search space ===
 
 
-def test_search_space_is_conditional_and_builds_fresh_models():
-    tasks = [Task("a", head=1, loss="mse"), Task("b", head=3, loss="mse")]
+def _sized_tasks(hp):
+    """Tasks whose heads are a hidden layer sized from `hp`, then the output."""
+    units = hp.Int("head_units", 2, 4, step=2)
+
+    def head(outputs):
+        return lambda: keras.Sequential(
+            [keras.layers.Dense(units, activation="relu"), keras.layers.Dense(outputs)]
+        )
+
+    return [Task("a", head=head(1), loss="mse"), Task("b", head=head(3), loss="mse")]
+
+
+def test_search_space_is_conditional_and_builds_fresh_models(tmp_path):
     hypermodel = tuning.MultiTaskHyperModel(
-        tasks=tasks,
+        tasks=_sized_tasks,
         inputs={"features": (2,)},
+        trunk=_trunk,
         strategies=["equal", "dwa", "famo", "cagrad", "fixed"],
-        head_layers=(0, 1),
     )
-    assert hypermodel.hyperparameter_names() == [
-        "weighting",
-        "dwa_temperature",
-        "famo_learning_rate",
-        "famo_weight_decay",
-        "cagrad_c",
-        "fixed_weight_a",
-        "fixed_weight_b",
-        "learning_rate",
-        "trunk_units",
-        "trunk_layers",
-        "head_units",
-        "head_layers",
-    ]
-    hp = keras_tuner.HyperParameters()
-    hp.Fixed("weighting", "dwa")
-    hp.Fixed("dwa_temperature", 3.5)
-    hp.Fixed("head_layers", 1)
+    tuner = keras_tuner.RandomSearch(
+        hypermodel, objective=hypermodel.objective, max_trials=1, directory=tmp_path
+    )
+    # keras-tuner itself found every conditional branch when the tuner was made.
+    space = {p.name: p for p in tuner.oracle.hyperparameters.space}
+    assert sorted(space) == sorted(
+        [
+            "weighting",
+            "head_units",
+            "learning_rate",
+            "trunk_units",
+            "dwa_temperature",
+            "famo_learning_rate",
+            "famo_weight_decay",
+            "cagrad_c",
+            "fixed_weights_a",
+            "fixed_weights_b",
+        ]
+    )
+    assert space["weighting"].values == ["equal", "dwa", "famo", "cagrad", "fixed"]
+    assert [c.values for c in space["cagrad_c"].conditions] == [["cagrad"]]
+    assert [c.name for c in space["fixed_weights_b"].conditions] == ["weighting"]
+    assert not space["learning_rate"].conditions
+    # Defaults are the strategies' own (what `tune_new_entries=False` uses).
+    assert space["dwa_temperature"].default == kerasmtl.weighting.DWA().temperature
+    assert space["famo_learning_rate"].default == kerasmtl.weighting.FAMO().learning_rate
+    assert space["cagrad_c"].default == kerasmtl.weighting.CAGrad().c
+
+    hp = _hyperparameters(weighting="dwa", dwa_temperature=3.5, head_units=4)
     model = hypermodel.build(hp)
-    assert set(hypermodel.hyperparameter_names()) <= {p.name for p in hp.space}
     assert isinstance(model, kerasmtl.MultiTaskModel)
     assert isinstance(model.weighting, kerasmtl.weighting.DWA)
     assert model.weighting.temperature == 3.5
     # Each strategy's own hyper-parameters are active only with that strategy.
     active = {p.name for p in hp.space if hp.is_active(p)}
     assert "dwa_temperature" in active
-    assert not active & {"famo_learning_rate", "cagrad_c", "fixed_weight_a"}
-    cagrad = next(p for p in hp.space if p.name == "cagrad_c")
-    assert cagrad.conditions[0].name == "weighting"
-    assert cagrad.conditions[0].values == ["cagrad"]
-    # The heads are hidden layer + output, sized from hp; the tasks given are untouched.
+    assert not active & {"famo_learning_rate", "cagrad_c", "fixed_weights_a"}
+    # The heads are a hidden layer sized from hp, then the output.
     assert model.get_layer("b").layers[-1].units == 3
-    assert model.get_layer("b").layers[0].units == hp.get("head_units")
-    assert tasks[0].head == 1 and tasks[1].head == 3
+    assert model.get_layer("b").layers[0].units == 4
     # Two builds share no layer.
     other = hypermodel.build(hp)
     assert not {id(w) for w in model.weights} & {id(w) for w in other.weights}
 
-    hp = keras_tuner.HyperParameters()
-    hp.Fixed("weighting", "fixed")
-    hp.Fixed("fixed_weight_a", 0.25)
-    hp.Fixed("fixed_weight_b", 4.0)
+    hp = _hyperparameters(weighting="fixed", fixed_weights_a=0.25, fixed_weights_b=4.0)
     model = hypermodel.build(hp)
     weights = keras.ops.convert_to_numpy(model.weighting.loss_weights)
     np.testing.assert_allclose(weights, [0.25, 4.0])
 
-    hp = keras_tuner.HyperParameters()
-    hp.Fixed("weighting", "famo")
-    hp.Fixed("learning_rate", 0.005)
+    hp = _hyperparameters(weighting="famo", learning_rate=0.005)
     model = hypermodel.build(hp)
     assert isinstance(model.weighting, kerasmtl.weighting.FAMO)
-    assert model.weighting.learning_rate == hp.get("famo_learning_rate")
+    assert model.weighting.learning_rate == hp.get("famo_learning_rate") == 0.025
     assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
 
 
-def test_fixed_values_are_not_searched():
-    hypermodel = _small_hypermodel(fixed={"weighting": "dwa", "dwa_temperature": 1.5})
-    hp = keras_tuner.HyperParameters()
-    model = hypermodel.build(hp)
-    assert isinstance(model.weighting, kerasmtl.weighting.DWA)
-    assert model.weighting.temperature == 1.5
-    types = {p.name: type(p).__name__ for p in hp.space}
-    assert types["weighting"] == "Fixed"
-    assert types["dwa_temperature"] == "Fixed"
+def test_a_strategy_space_given_in_the_constructor_and_a_fresh_optimizer_per_trial():
+    made = []
 
+    def sgd(learning_rate):
+        made.append(keras.optimizers.SGD(learning_rate=learning_rate))
+        return made[-1]
 
-def test_build_fn_model_gets_the_chosen_strategy():
-    def build_fn(hp):
-        inputs = keras.Input((2,), name="features")
-        hidden = keras.layers.Dense(hp.Int("units", 2, 4), name="trunk")(inputs)
-        outputs = {name: keras.layers.Dense(1, name=name)(hidden) for name in ("a", "b")}
-        return kerasmtl.MultiTaskModel(inputs, outputs, _tasks())
-
-    hypermodel = tuning.MultiTaskHyperModel(
-        build_fn, strategies=["equal", "fixed"], learning_rate=None, optimizer="sgd"
+    hypermodel = _small_hypermodel(
+        strategies={"dwa": {"temperature": lambda hp, name, tasks: hp.Choice(name, [0.7, 1.1])}},
+        optimizer=sgd,
     )
     hp = keras_tuner.HyperParameters()
-    hp.Fixed("weighting", "fixed")
-    hp.Fixed("fixed_weight_b", 0.5)
     model = hypermodel.build(hp)
-    assert {"units", "weighting", "fixed_weight_a", "fixed_weight_b"} <= set(hp.values)
-    assert isinstance(model.optimizer, keras.optimizers.SGD)
-    weights = keras.ops.convert_to_numpy(model.weighting.loss_weights)
-    np.testing.assert_allclose(weights, [hp.get("fixed_weight_a"), 0.5])
+    assert hp.get("dwa_temperature") == model.weighting.temperature == 0.7
+    assert model.optimizer is made[-1]
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    hypermodel.build(hp)
+    assert made[0] is not made[1]
+
+
+def test_fixed_values_come_through_keras_tuner_hyperparameters(tmp_path):
+    x, y = _data(64, seed=0)
+    validation = _data(32, seed=1)
+    fixed = _hyperparameters(weighting="dwa", dwa_temperature=1.5)
+    tuner = keras_tuner.RandomSearch(
+        _small_hypermodel(),
+        objective=tuning.objective(),
+        hyperparameters=fixed,
+        tune_new_entries=False,
+        max_trials=2,
+        directory=tmp_path,
+        project_name="fixed",
+    )
+    # Only what was given is searched: everything else keeps its default.
+    assert sorted(p.name for p in tuner.oracle.hyperparameters.space) == [
+        "dwa_temperature",
+        "weighting",
+    ]
+    tuner.search(x, y, validation_data=validation, epochs=1, batch_size=32, verbose=0)
+    trial = next(iter(tuner.oracle.trials.values()))
+    assert trial.status == "COMPLETED", trial.message
+    # The rest hold their defaults.
+    assert trial.hyperparameters.values == {
+        "weighting": "dwa",
+        "dwa_temperature": 1.5,
+        "learning_rate": 1e-3,
+        "trunk_units": 4,
+    }
+    model = tuner.get_best_models(1)[0]
+    assert model.weighting.temperature == 1.5
+    assert model.get_layer("trunk").units == 4
+
+    # A narrowed range, declared the keras-tuner way, replaces the table's.
+    narrowed = keras_tuner.HyperParameters()
+    narrowed.Float("dwa_temperature", 1.0, 1.2)
+    tuner = keras_tuner.RandomSearch(
+        _small_hypermodel(),
+        objective=tuning.objective(),
+        hyperparameters=narrowed,
+        max_trials=1,
+        directory=tmp_path,
+        project_name="narrowed",
+    )
+    space = {p.name: p for p in tuner.oracle.hyperparameters.space}
+    assert (space["dwa_temperature"].min_value, space["dwa_temperature"].max_value) == (1.0, 1.2)
+    assert {"weighting", "learning_rate", "trunk_units"} <= set(space)
 
 
 def test_fit_measures_against_the_untrained_model_and_schedules_dwa():
@@ -322,11 +390,9 @@ def test_fit_measures_against_the_untrained_model_and_schedules_dwa():
     x, y = _data(128, seed=0)
     validation = _data(64, seed=1)
     hypermodel = _small_hypermodel(
-        fixed={"weighting": "dwa", "dwa_temperature": 0.5, "trunk_units": 8, "learning_rate": 0.01},
-        objective_metrics={"a": ["mae"], "b": ["loss"]},
-        compile_kwargs={"metrics": {"a": ["mae"]}},
+        tasks=_tasks(metrics=["mae"]), baselines={"a": ["mae"], "b": ["loss"]}
     )
-    hp = keras_tuner.HyperParameters()
+    hp = _hyperparameters(weighting="dwa", dwa_temperature=0.5, trunk_units=8, learning_rate=0.01)
     model = hypermodel.build(hp)
     untrained = model.evaluate(*validation, batch_size=32, verbose=0, return_dict=True)
     history = hypermodel.fit(
@@ -343,7 +409,7 @@ def test_fit_measures_against_the_untrained_model_and_schedules_dwa():
         for epoch in range(3)
     ]
     np.testing.assert_allclose(history["val_delta_m"], expected, rtol=1e-5)
-    # DWA got its LossWeightScheduler: the weights move from the third epoch on.
+    # DWA got its epoch update: the weights move from the third epoch on.
     assert history["a_weight"][:2] == pytest.approx([1.0, 1.0])
     assert history["a_weight"][2] != pytest.approx(1.0)
 
@@ -355,7 +421,7 @@ def _reference_delta_m(values, baselines, higher):
     per_task = []
     for task in baselines:
         rel = [
-            (1.0 if higher[metric] else -1.0) * (values[task][metric] - base) / base
+            (1.0 if higher[task][metric] else -1.0) * (values[task][metric] - base) / base
             for metric, base in baselines[task].items()
         ]
         per_task.append(np.mean(rel))
@@ -382,6 +448,7 @@ def test_objective_matches_numpy_and_weights_tasks_equally():
         "small": {"loss": 2.0, "accuracy": 0.75},
     }
     higher = {"loss": False, "mae": False, "accuracy": True}
+    higher = {task: dict(higher) for task in baselines}
     expected = _reference_delta_m(values, baselines, higher)
     assert delta_m_from_logs(logs, baselines) == pytest.approx(expected, rel=1e-12)
 
@@ -394,21 +461,10 @@ def test_objective_matches_numpy_and_weights_tasks_equally():
     scaled_logs = dict(logs, val_big_loss=20000.0, val_big_mae=1350.0)
     assert delta_m_from_logs(scaled_logs, scaled) == pytest.approx(expected, rel=1e-12)
 
-    # An explicit direction overrides the name.
+    # An explicit direction (evaluation's one table of directions) overrides the name.
     flipped = delta_m_from_logs(logs, baselines, higher_is_better={"small_accuracy": False})
-    higher_flipped = {"big": dict(higher), "small": dict(higher, accuracy=False)}
-    expected_flipped = 100.0 * np.mean(
-        [
-            np.mean(
-                [
-                    (1.0 if higher_flipped[task][m] else -1.0) * (values[task][m] - b) / b
-                    for m, b in baselines[task].items()
-                ]
-            )
-            for task in baselines
-        ]
-    )
-    assert flipped == pytest.approx(expected_flipped, rel=1e-12)
+    higher["small"]["accuracy"] = False
+    assert flipped == pytest.approx(_reference_delta_m(values, baselines, higher), rel=1e-12)
 
     # Training logs.
     train = DeltaMObjective({"big": {"loss": 4.0}}, prefix="")
@@ -443,12 +499,18 @@ def test_objective_non_finite_and_missing_entries():
     assert "val_delta_m" not in partial
 
 
-def test_objective_helper():
-    objective = tuning.delta_m_objective()
-    assert objective.name == "val_delta_m"
-    assert objective.direction == "max"
-    assert tuning.delta_m_objective("").name == "delta_m"
+def test_objective_directions():
+    assert (tuning.objective().name, tuning.objective().direction) == ("val_delta_m", "max")
+    assert tuning.objective("delta_m").direction == "max"
     assert _small_hypermodel().objective.name == "val_delta_m"
+    # The kit's table (kerasmtl.evaluation) reads task-prefixed names.
+    assert tuning.objective("val_depth_mae").direction == "min"
+    assert tuning.objective("val_segment_accuracy").direction == "max"
+    assert tuning.objective("val_loss").direction == "min"
+    # Names the kit's table lacks fall back to keras-tuner's infer_metric_direction.
+    assert tuning.objective("val_kl_divergence").direction == "min"
+    with pytest.raises(ValueError, match="higher 'wobble' is better"):
+        tuning.objective("val_wobble")
 
 
 # === Tuners ===
@@ -464,18 +526,18 @@ def test_search_finds_the_weighting_that_balances_a_100x_scale_gap(tmp_path):
     x_val, y_val = _data(512, seed=1)
     constant_predictor = {task: {"loss": float(np.var(y_val[task]))} for task in y_val}
     hypermodel = tuning.MultiTaskHyperModel(
-        trunk_fn=lambda hp: keras.layers.Dense(1, name="bottleneck"),
         tasks=_tasks(),
         inputs={"features": (2,)},
+        trunk=lambda hp: keras.layers.Dense(1, name="bottleneck"),
         strategies=["equal", "fixed"],
-        fixed={"fixed_weight_a": 0.01, "fixed_weight_b": 1.0},
-        head_layers=0,
-        learning_rate=0.1,
-        objective_baselines=constant_predictor,
+        baselines=constant_predictor,
     )
     tuner = keras_tuner.RandomSearch(
         hypermodel,
         objective=hypermodel.objective,
+        hyperparameters=_hyperparameters(
+            fixed_weights_a=0.01, fixed_weights_b=1.0, learning_rate=0.1
+        ),
         max_trials=2,
         seed=3,
         directory=tmp_path,
@@ -484,10 +546,14 @@ def test_search_finds_the_weighting_that_balances_a_100x_scale_gap(tmp_path):
     tuner.search(x, y, validation_data=(x_val, y_val), epochs=3, batch_size=32, verbose=0)
     trials = list(tuner.oracle.trials.values())
     assert sorted(t.hyperparameters.get("weighting") for t in trials) == ["equal", "fixed"]
-    assert all(t.status == "COMPLETED" for t in trials)
+    assert all(t.status == "COMPLETED" for t in trials), _statuses(tuner)
     scores = {t.hyperparameters.get("weighting"): t.score for t in trials}
     best = tuner.get_best_hyperparameters()[0]
     assert best.get("weighting") == "fixed", scores
+    # The values given at the top level are the ones used, not sampled over again.
+    assert (best.get("fixed_weights_a"), best.get("fixed_weights_b")) == (0.01, 1.0)
+    names = [p.name for p in tuner.oracle.hyperparameters.space]
+    assert names.count("fixed_weights_a") == 1, names
     assert scores["fixed"] > scores["equal"] + 5.0, scores
     assert 45.0 < scores["equal"] < 65.0, scores
 
@@ -511,7 +577,7 @@ def test_tuners_run_with_the_default_objective(tmp_path, tuner_name):
     keras.utils.set_random_seed(0)
     x, y = _data(128, seed=0)
     x_val, y_val = _data(64, seed=1)
-    hypermodel = _small_hypermodel(head_layers=(0, 1), head_units=[2, 4])
+    hypermodel = _small_hypermodel(tasks=_sized_tasks)
     common = dict(objective=hypermodel.objective, directory=tmp_path, project_name=tuner_name)
     if tuner_name == "RandomSearch":
         tuner = keras_tuner.RandomSearch(hypermodel, max_trials=2, seed=1, **common)
@@ -556,11 +622,8 @@ def test_resume_does_not_redo_finished_trials(tmp_path):
         hypermodel = Counting(
             tasks=_tasks(),
             inputs={"features": (2,)},
+            trunk=_trunk,
             strategies=["equal", "dwa", "uncertainty"],
-            trunk_units=[4, 8],
-            trunk_layers=1,
-            head_layers=0,
-            learning_rate=[1e-2, 3e-3],
         )
         return keras_tuner.RandomSearch(
             hypermodel,
@@ -591,19 +654,15 @@ def test_resume_does_not_redo_finished_trials(tmp_path):
 def test_a_nan_trial_fails_alone(tmp_path):
     keras.utils.set_random_seed(0)
     x, y = _data(128, seed=0)
-    hypermodel = tuning.MultiTaskHyperModel(
-        tasks=_tasks(),
-        inputs={"features": (2,)},
-        strategies=["equal"],
-        trunk_units=8,
-        trunk_layers=1,
-        head_layers=0,
-        # The first grid point makes Adam's first step overflow the model.
-        learning_rate=[1e30, 1e-2, 3e-3],
-    )
+    hypermodel = _small_hypermodel(strategies=["equal"])
+    # The first grid point makes Adam's first step overflow the model.
+    grid = keras_tuner.HyperParameters()
+    grid.Choice("learning_rate", [1e30, 1e-2, 3e-3])
     tuner = keras_tuner.GridSearch(
         hypermodel,
         objective=hypermodel.objective,
+        hyperparameters=grid,
+        tune_new_entries=False,
         max_trials=3,
         directory=tmp_path,
         project_name="nan",
@@ -632,11 +691,17 @@ def test_search_without_validation_data_stops_with_a_clear_error(tmp_path):
 @pytest.mark.filterwarnings("ignore:DeltaMObjective needs the log entries:UserWarning")
 def test_baselines_naming_an_unlogged_metric_stop_the_search(tmp_path):
     x, y = _data(64, seed=0)
-    hypermodel = _small_hypermodel(objective_baselines={"a": {"mae": 1.0}, "b": {"loss": 1.0}})
+    hypermodel = _small_hypermodel(baselines={"a": {"mae": 1.0}, "b": {"loss": 1.0}})
     tuner = keras_tuner.RandomSearch(
         hypermodel, objective=hypermodel.objective, max_trials=2, directory=tmp_path
     )
     with pytest.raises(keras_tuner.errors.FatalValueError, match=r"\['val_a_mae'\]"):
+        tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=32, verbose=0)
+    unlogged = _small_hypermodel(baselines={"a": ["mae"]})
+    tuner = keras_tuner.RandomSearch(
+        unlogged, objective=unlogged.objective, max_trials=1, directory=tmp_path / "names"
+    )
+    with pytest.raises(keras_tuner.errors.FatalValueError, match=r"'a_mae'.*logs: \['loss'\]"):
         tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=32, verbose=0)
 
 
@@ -670,11 +735,8 @@ class Counting(tuning.MultiTaskHyperModel):
 hypermodel = Counting(
     tasks=[kerasmtl.Task("a", head=1, loss="mse"), kerasmtl.Task("b", head=1, loss="mse")],
     inputs={"features": (2,)},
+    trunk=lambda hp: keras.layers.Dense(hp.Choice("trunk_units", [4, 8]), activation="relu"),
     strategies=["equal", "dwa", "uncertainty"],
-    trunk_units=[4, 8],
-    trunk_layers=1,
-    head_layers=0,
-    learning_rate=[1e-2, 3e-3],
 )
 tuner = keras_tuner.RandomSearch(
     hypermodel, objective=hypermodel.objective, max_trials=4, seed=1,
