@@ -5,10 +5,7 @@ child processes (Keras picks its backend once per process).
 """
 
 import json
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import keras
@@ -26,22 +23,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run(backend, code_or_script, *args, env=None, timeout=600):
-    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    environment.update(env or {})
-    if isinstance(code_or_script, Path):
-        command = [sys.executable, str(code_or_script), *map(str, args)]
-    else:
-        command = [sys.executable, "-c", textwrap.dedent(code_or_script), *map(str, args)]
-    result = subprocess.run(
-        command, env=environment, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, f"{backend} child failed:\n{result.stderr[-4000:]}"
-    return result.stdout
-
-
 @pytest.mark.slow
-def test_one_sgd_step_is_the_same_on_every_backend(tmp_path):
+def test_one_sgd_step_is_the_same_on_every_backend(tmp_path, run_python):
     """Same batch, same initial weights, SGD(1.0): the same update everywhere (relative 1e-5).
 
     Every registered strategy but RLW (random weights), with parameter and, where the
@@ -57,7 +40,9 @@ def test_one_sgd_step_is_the_same_on_every_backend(tmp_path):
     assert any(key.startswith("pcgrad/representation/") for key in reference.files)
     assert any(key.startswith("mgda/parameters/") for key in reference.files)
     for backend in OTHER_BACKENDS:
-        _run(backend, SCRIPTS / "one_step.py", tmp_path / f"{backend}.npz")
+        run_python(
+            SCRIPTS / "one_step.py", tmp_path / f"{backend}.npz", backend=backend, timeout=600
+        )
         other = np.load(tmp_path / f"{backend}.npz")
         assert sorted(other.files) == sorted(reference.files)
         for key in reference.files:
@@ -66,10 +51,10 @@ def test_one_sgd_step_is_the_same_on_every_backend(tmp_path):
             assert error <= 1e-5, f"{backend}: {key} differs from TensorFlow by {error:.2e}"
 
 
-def test_import_and_gradient_fit_without_tensorflow():
+def test_import_and_gradient_fit_without_tensorflow(run_python):
     """JAX with TensorFlow unimportable: the kit trains; TF-only parts say what to install."""
-    output = _run(
-        "jax",
+    output = run_python(
+        "-c",
         """
         import sys
         sys.modules["tensorflow"] = None  # `import tensorflow` now raises ImportError
@@ -96,10 +81,12 @@ def test_import_and_gradient_fit_without_tensorflow():
             print("EXPORT:", error)
         print("TF:", "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None)
         """,
+        backend="jax",
+        timeout=600,
     )
     assert "DATA: kerasmtl.data builds tf.data pipelines" in output
     assert 'pip install "kerasmtl[tensorflow,datasets]"' in output
-    assert 'EXPORT: Exporting a SavedModel for TF Serving needs TensorFlow' in output
+    assert "EXPORT: Exporting a SavedModel for TF Serving needs TensorFlow" in output
     assert "TF: False" in output
 
 
@@ -127,10 +114,18 @@ np.savez(sys.argv[3], **predictions)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
-def test_keras_file_moves_between_backends(tmp_path, backend):
+def test_keras_file_moves_between_backends(tmp_path, backend, run_python):
     """Saved on JAX / torch, loaded on TensorFlow (same outputs) and back again."""
     model_path, x_path, out_path = tmp_path / "m.keras", tmp_path / "x.npy", tmp_path / "p.npz"
-    _run(backend, _TRAIN_AND_SAVE.replace("{weighting}", "mgda"), model_path, x_path, out_path)
+    run_python(
+        "-c",
+        _TRAIN_AND_SAVE.replace("{weighting}", "mgda"),
+        model_path,
+        x_path,
+        out_path,
+        backend=backend,
+        timeout=600,
+    )
     restored = keras.saving.load_model(model_path)
     assert isinstance(restored, kerasmtl.MultiTaskModel)
     assert restored.weighting.__class__.__name__ == "MGDA"
@@ -142,8 +137,8 @@ def test_keras_file_moves_between_backends(tmp_path, backend):
     # ... and back: TensorFlow saves, the other backend loads and predicts the same.
     restored.save(tmp_path / "back.keras")
     np.savez(tmp_path / "tf.npz", **predictions)
-    _run(
-        backend,
+    run_python(
+        "-c",
         """
         import sys
         import keras, numpy as np
@@ -159,15 +154,17 @@ def test_keras_file_moves_between_backends(tmp_path, backend):
         tmp_path / "back.keras",
         x_path,
         tmp_path / "tf.npz",
+        backend=backend,
+        timeout=600,
     )
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_model_trained_on_jax_exports_and_verifies(tmp_path):
+def test_model_trained_on_jax_exports_and_verifies(tmp_path, run_python):
     """A JAX-trained model exports through TensorFlow and passes the fresh-process check."""
-    output = _run(
-        "jax",
+    output = run_python(
+        "-c",
         """
         import json, sys
         import keras, numpy as np
@@ -190,6 +187,8 @@ def test_model_trained_on_jax_exports_and_verifies(tmp_path):
                           "backend": keras.backend.backend()}))
         """,
         tmp_path / "serving",
+        backend="jax",
+        timeout=600,
     )
     result = json.loads(output.strip().splitlines()[-1])
     assert result["passed"] is True and result["backend"] == "jax"
@@ -198,9 +197,9 @@ def test_model_trained_on_jax_exports_and_verifies(tmp_path):
 
 
 @pytest.mark.slow
-def test_jax_data_parallel_on_two_devices_equals_one_device():
+def test_jax_data_parallel_on_two_devices_equals_one_device(run_python):
     """`keras.distribution.DataParallel` on 2 virtual CPU devices: global-batch losses and Gram."""
-    output = _run("jax", SCRIPTS / "jax_data_parallel.py")
+    output = run_python(SCRIPTS / "jax_data_parallel.py", backend="jax", timeout=600)
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 4 and all(line.endswith("ok") for line in lines), output
 
@@ -255,8 +254,8 @@ print("mixed_float16 mgda ok")
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
-def test_tf_data_pipeline_and_mixed_precision_on_other_backends(backend):
+def test_tf_data_pipeline_and_mixed_precision_on_other_backends(backend, run_python):
     """`task_dataset` feeds JAX / torch `fit`; `mixed_float16` trains a gradient strategy."""
-    output = _run(backend, _PIPELINE_AND_MIXED_PRECISION)
+    output = run_python("-c", _PIPELINE_AND_MIXED_PRECISION, backend=backend, timeout=600)
     assert "pipeline dwa ok" in output and "pipeline pcgrad ok" in output
     assert "mixed_float16 mgda ok" in output

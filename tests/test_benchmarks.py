@@ -9,24 +9,8 @@ the scripts working (no timing is asserted here).
 import math
 import os
 import re
-import subprocess
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(script, *args, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, script, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def _table_rows(output, first_cell):
@@ -40,8 +24,8 @@ def _table_rows(output, first_cell):
     return rows
 
 
-def test_strategy_step_time_prints_ratios():
-    output = _run(
+def test_strategy_step_time_prints_ratios(run_python):
+    output = run_python(
         "strategy_step_time.py",
         *("--tasks", "2", "--steps", "2", "--repeats", "1", "--only", "mgda", "dwa"),
         cwd=os.path.join(ROOT, "benchmarks"),
@@ -53,8 +37,8 @@ def test_strategy_step_time_prints_ratios():
         assert math.isfinite(float(row[2])) and float(row[2]) > 0.0, output
 
 
-def test_parameter_gradient_routes_prints_ratios():
-    output = _run(
+def test_parameter_gradient_routes_prints_ratios(run_python):
+    output = run_python(
         "parameter_gradient_routes.py",
         *("--tasks", "2", "--steps", "2", "--repeats", "1"),
         cwd=os.path.join(ROOT, "benchmarks"),
@@ -64,8 +48,8 @@ def test_parameter_gradient_routes_prints_ratios():
     assert routes["one backward"] == 1.0
 
 
-def test_dynamic_weights_prints_ratios():
-    output = _run(
+def test_dynamic_weights_prints_ratios(run_python):
+    output = run_python(
         "dynamic_weights.py",
         *("--epochs", "2", "--repeats", "1", "--samples", "256"),
         cwd=os.path.join(ROOT, "benchmarks"),
@@ -73,8 +57,8 @@ def test_dynamic_weights_prints_ratios():
     assert _table_rows(output, "dynamic") and _table_rows(output, "recompile"), output
 
 
-def test_multi_digits_delta_m_prints_a_table():
-    output = _run(
+def test_multi_digits_delta_m_prints_a_table(run_python):
+    output = run_python(
         "multi_digits_delta_m.py",
         *("--seeds", "0", "--epochs", "1", "--strategies", "equal", "pcgrad"),
         cwd=os.path.join(ROOT, "benchmarks"),
@@ -84,11 +68,23 @@ def test_multi_digits_delta_m_prints_a_table():
         assert re.fullmatch(r"[+-]\d+\.\d\d ± \d+\.\d\d", row[3]), output
 
 
-def test_backend_step_time_prints_ratios_per_backend():
-    output = _run(
+def test_backend_step_time_prints_ratios_per_backend(run_python):
+    output = run_python(
         "backend_step_time.py",
-        *("--backends", "tensorflow", "torch", "--tasks", "2", "--strategies", "equal",
-          "pcgrad+rep", "--samples", "128", "--epochs", "1"),
+        *(
+            "--backends",
+            "tensorflow",
+            "torch",
+            "--tasks",
+            "2",
+            "--strategies",
+            "equal",
+            "pcgrad+rep",
+            "--samples",
+            "128",
+            "--epochs",
+            "1",
+        ),
         cwd=os.path.join(ROOT, "benchmarks"),
     )
     rows = _table_rows(output, "tensorflow") + _table_rows(output, "torch")
@@ -98,16 +94,28 @@ def test_backend_step_time_prints_ratios_per_backend():
     assert all(row[5] == "1.00" for row in _table_rows(output, "tensorflow")), output
 
 
-def test_many_tasks_prints_the_solver_share():
-    output = _run(
+def test_many_tasks_prints_the_solver_share(run_python):
+    output = run_python(
         "many_tasks.py",
-        *("--tasks", "2", "12", "--only", "mgda", "--samples", "128", "--epochs", "1",
-          "--calls", "2"),
+        *(
+            "--tasks",
+            "2",
+            "12",
+            "--only",
+            "mgda",
+            "--samples",
+            "128",
+            "--epochs",
+            "1",
+            "--calls",
+            "2",
+        ),
         cwd=os.path.join(ROOT, "benchmarks"),
     )
     rows = _table_rows(output, "")
     assert [(row[0], row[1]) for row in rows if row[0] in ("2", "12")] == [
-        ("2", "mgda"), ("12", "mgda")
+        ("2", "mgda"),
+        ("12", "mgda"),
     ], output
     for row in rows[1:]:
         assert float(row[2]) > 0.0 and float(row[3]) > 0.0 and row[4].endswith("%"), output

@@ -1,7 +1,6 @@
 """Tests of kerasmtl.data: the multi_digits TFDS builder and the task pipelines."""
 
 import itertools
-import subprocess
 import sys
 import types
 
@@ -207,12 +206,10 @@ def test_missing_optional_dependencies_give_install_hint(monkeypatch):
         digit_pairs.load_source_digits()
 
 
-def test_importing_data_does_not_import_optional_dependencies():
+def test_importing_data_does_not_import_optional_dependencies(run_python):
     code = "import sys, kerasmtl.data\nprint('tensorflow_datasets' in sys.modules)\n"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert result.stdout.strip() == "False"
+    output = run_python("-c", code, timeout=120)
+    assert output.strip() == "False"
 
 
 # === task_dataset ===

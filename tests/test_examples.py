@@ -8,8 +8,6 @@ Full-size figures are in the scripts' docstrings and README.md; no timing is ass
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -33,20 +31,6 @@ BUDGETS = {
 SCRIPTS = sorted(name for name in os.listdir(EXAMPLES) if name.endswith(".py"))
 
 
-def _run(script, args, cwd):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def test_every_example_has_a_budget():
     assert set(SCRIPTS) == set(BUDGETS), (
         f"examples/ and BUDGETS differ: {sorted(set(SCRIPTS) ^ set(BUDGETS))}"
@@ -54,10 +38,10 @@ def test_every_example_has_a_budget():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_example_runs(script, tmp_path):
+def test_example_runs(script, tmp_path, run_python):
     args, expected = BUDGETS[script]
     args = [arg.format(out=tmp_path) for arg in args]
-    output = _run(script, args, cwd=str(tmp_path))
+    output = run_python(os.path.join(EXAMPLES, script), *args, cwd=tmp_path)
     assert expected in output, output
     if script == "main.py":
         assert os.path.exists(tmp_path / "loss_weights.png")
@@ -84,24 +68,15 @@ def test_readme_has_the_blocks_it_is_tested_by():
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("index", range(len(_readme_blocks())))
-def test_readme_python_block_runs_as_pasted(index, tmp_path):
+def test_readme_python_block_runs_as_pasted(index, tmp_path, run_python):
     blocks = _readme_blocks()
     block = blocks[index]
     saves = 'model.save("quickstart.keras")'
     # A block that loads the quickstart's model runs after the quickstart, in one directory.
     quickstart = next(b for b in blocks if saves in b)
     runs = [quickstart, block] if "quickstart.keras" in block and saves not in block else [block]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     for code in runs:
-        result = subprocess.run(
-            [sys.executable, "-W", "error::UserWarning", "-c", code],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        output = run_python("-W", "error::UserWarning", "-c", code, cwd=tmp_path)
     if saves in block:
-        assert "category_loss" in result.stdout
+        assert "category_loss" in output
         assert (tmp_path / "quickstart.keras").exists()
