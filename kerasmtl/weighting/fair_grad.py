@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from kerasmtl.checks import check_number
-from kerasmtl.weighting import gram_utils
+from kerasmtl.weighting import gram_utils, solvers
 from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
 
@@ -29,7 +29,7 @@ class FairGrad(Weighting):
 
     How we solve it. The conditions are the stationarity conditions of the
     strictly convex `f(w) = 0.5 w^T G w - sum_k phi(w_k)` on `w > 0`, with
-    `phi' (w) = w^(-1/alpha)`; we solve them with `num_iterations` damped
+    `phi' (w) = w^(-1/alpha)`; we solve them with at most `num_iterations` damped
     Newton steps on `f` (Hessian `G + diag(w^(-1/alpha - 1) / alpha)`, positive
     definite), each step limited so that `w` stays positive. The paper uses
     `scipy.optimize.least_squares` on the residual `G w - w^(-1/alpha)` with
@@ -57,7 +57,8 @@ class FairGrad(Weighting):
     Args:
         alpha: the fairness parameter `alpha > 0` (the paper's experiments use
             values in `[0.5, 2]`; 1 is proportional fairness).
-        num_iterations: the number of damped Newton steps.
+        num_iterations: the largest number of damped Newton steps (the solve
+            stops earlier once Newton's decrement is below `1e-6`).
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:
@@ -106,6 +107,10 @@ class FairGrad(Weighting):
         }
 
 
+#: Newton's decrement below which the FairGrad solve stops.
+_NEWTON_TOLERANCE = 1e-6
+
+
 def solve_fair_conditions(gram, alpha, num_iterations):
     """Solves `G w = w^(-1/alpha)`, `w > 0`, by damped Newton steps on its convex potential.
 
@@ -113,6 +118,8 @@ def solve_fair_conditions(gram, alpha, num_iterations):
     Each Newton step `delta` is damped by `1 / (1 + lambda)` (`lambda` the Newton
     decrement, the self-concordant damping that converges globally for
     `alpha = 1`) and further limited to keep 1% of every coordinate positive.
+    The loop stops after `num_iterations` steps or once `lambda <= 1e-6` (float32
+    rounding alone keeps `lambda` near `1e-7`).
     Starts from the solution of the diagonal part, `w_k = G_kk^(-alpha / (1 + alpha))`.
     """
     gram = ops.cast(gram, "float32")
@@ -121,20 +128,38 @@ def solve_fair_conditions(gram, alpha, num_iterations):
     diagonal = ops.maximum(ops.diagonal(gram), 1e-12)
     start = ops.power(diagonal, -alpha / (1.0 + alpha))
 
-    def step(_, weights):
+    def step(iteration, weights, _):
         target = ops.power(weights, exponent)
         residual = ops.matmul(gram, weights) - target
         hessian = gram + ops.diag(target / (alpha * weights))
-        # A tiny ridge keeps the solve finite when `w` has grown very large.
-        hessian = hessian + 1e-12 * ops.eye(num, dtype="float32")
-        delta = -ops.reshape(ops.solve(hessian, ops.reshape(residual, (num, 1))), (num,))
+        # Jacobi-scaled (unit diagonal) and solved by elimination that never fails:
+        # the Hessian is nearly singular when `w` grows large (no solution).
+        inverse_scale = 1.0 / ops.sqrt(ops.maximum(ops.diagonal(hessian), 1e-30))
+        scaled = hessian * inverse_scale[:, None] * inverse_scale[None, :]
+        scaled = scaled + 1e-7 * ops.eye(num, dtype="float32")
+        solution = solvers.solve_positive_definite(
+            scaled, ops.reshape(residual * inverse_scale, (num, 1))
+        )
+        delta = -ops.reshape(solution, (num,)) * inverse_scale
         decrement = ops.sqrt(ops.maximum(-ops.sum(residual * delta), 0.0))
         size = 1.0 / (1.0 + decrement)
         # Fraction to the boundary: never below 1% of the current value.
         shrink = ops.where(delta < 0.0, -0.99 * weights / ops.minimum(delta, -1e-30), 1e30)
         size = ops.minimum(size, ops.min(shrink))
         updated = weights + size * delta
-        # A non-finite step (e.g. a singular Hessian) keeps the current point.
-        return ops.where(ops.all(ops.isfinite(updated)), updated, weights)
+        # A non-finite step keeps the current point (and ends the loop).
+        finite = ops.all(ops.isfinite(updated))
+        return (
+            iteration + 1,
+            ops.where(finite, updated, weights),
+            ops.where(finite, decrement, 0.0),
+        )
 
-    return ops.fori_loop(0, num_iterations, step, start)
+    def not_converged(iteration, _, decrement):
+        # Below the tolerance the last step was a full Newton step, already
+        # quadratically convergent: further steps move float32 rounding only.
+        return ops.logical_and(iteration < num_iterations, decrement > _NEWTON_TOLERANCE)
+
+    state = (ops.zeros((), "int32"), start, ops.ones((), "float32"))
+    _, weights, _ = ops.while_loop(not_converged, step, state)
+    return weights
