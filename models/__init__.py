@@ -1,7 +1,10 @@
 """Ready multi-task architectures built from the pieces of kerasmtl.
 
-Each builder returns an uncompiled `kerasmtl.MultiTaskModel` whose tasks carry
-their losses and metrics, so `model.compile(optimizer="adam")` is enough:
+Each architecture is a `kerasmtl.MultiTaskModel` subclass (`MMoE`, `PLE`, ...)
+whose config holds its hyper-parameters (`from_config` rebuilds it, and a
+`.keras` file loads back as the same class); the lower-case builder functions
+return them. Each is returned uncompiled, its tasks carrying their losses and
+metrics, so `model.compile(optimizer="adam")` is enough:
 
 - `classify_and_localize`: image -> class (`"label"`) + box (`"box"`).
 - `segment_and_detect`: image -> per-pixel classes (`"segmentation"`) + grid
@@ -23,20 +26,25 @@ image inputs):
 - `gate_weights(model, x)`: how each task's gate weights the experts.
 """
 
+from kerasmtl.models.cgc import CGC, cgc
 from kerasmtl.models.classify_and_localize import classify_and_localize
 from kerasmtl.models.cross_stitch import cross_stitch
 from kerasmtl.models.detection_loss import DetectionLoss
-from kerasmtl.models.dselect_k import dselect_k
+from kerasmtl.models.dselect_k import DSelectK, dselect_k
 from kerasmtl.models.gate_weights import gate_weights
-from kerasmtl.models.mmoe import mmoe
+from kerasmtl.models.mmoe import MMoE, mmoe
 from kerasmtl.models.mtan import mtan
-from kerasmtl.models.ple import cgc, ple
+from kerasmtl.models.ple import PLE, ple
 from kerasmtl.models.segment_and_detect import segment_and_detect
 from kerasmtl.models.shared_bottom import shared_bottom
 from kerasmtl.models.vision_language import vision_language
 
 __all__ = [
+    "CGC",
+    "DSelectK",
     "DetectionLoss",
+    "MMoE",
+    "PLE",
     "cgc",
     "classify_and_localize",
     "cross_stitch",

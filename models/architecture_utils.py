@@ -1,10 +1,15 @@
-"""Pieces shared by the model builders: argument checks, experts, towers (not public API)."""
+"""Pieces shared by the architectures: argument checks, experts, towers, configs (not public API)."""
 
 import keras
 
+from kerasmtl import architecture_config as ac
 from kerasmtl.layers import Expert, ExpertMixture
+from kerasmtl.layers.expert_stack import ExpertStack
 from kerasmtl.models.tabular_inputs import build_inputs
-from kerasmtl.multi_task_model import MultiTaskModel
+
+#: The layer whose output stacks the experts the task gates mix: the shared
+#: representation of the mixture architectures.
+EXPERTS = "experts"
 
 
 def check_positive_int(value, name):
@@ -93,7 +98,8 @@ def make_layer(factory, name, factory_name):
         raise TypeError(
             f"`{factory_name}('{name}')` must return a Keras layer or model. Received: {layer!r}"
         )
-    if layer.built:
+    # A saved layer comes back new (maybe built: a Sequential builds itself).
+    if layer.built and not isinstance(factory, ac.SerializedLayers):
         raise ValueError(
             f"`{factory_name}('{name}')` returned the built layer '{layer.name}'; return a new "
             "layer on each call, so that layers do not share weights by accident."
@@ -151,9 +157,10 @@ def task_outputs(features_by_task, tasks, tower_units, tower, activation, dropou
     return outputs
 
 
-def gated_mixture_model(
+def gated_mixture_graph(
     inputs,
     tasks,
+    *,
     num_experts,
     make_gate,
     expert_units,
@@ -164,26 +171,75 @@ def gated_mixture_model(
     activation,
     dropout,
     embedding_dim,
-    name,
 ):
-    """Shared experts `expert_{i}`, a gate and a mixture per task, then towers.
+    """Shared experts `expert_{i}`, stacked (`"experts"`), a gate and a mixture per task, towers.
 
-    The architecture of MMoE and DSelect-k; `make_gate(layer_name)` returns the
-    task's gate layer (named `{task}_gate`, read by `gate_weights`).
+    The graph of MMoE and DSelect-k; `make_gate(layer_name)` returns the task's
+    gate layer (named `{task}_gate`, read by `gate_weights`). Returns
+    `(model_inputs, outputs, features, shared)`: the features before and after
+    the bottom (for `serialize_bottom`).
     """
     model_inputs, features = build_inputs(inputs, embedding_dim)
-    features = apply_bottom(features, bottom)
+    shared = apply_bottom(features, bottom)
     experts = make_experts(
-        features,
+        shared,
         [f"expert_{index}" for index in range(num_experts)],
         expert,
         expert_units,
         activation,
         dropout,
     )
+    stacked = ExpertStack(name=EXPERTS)(experts)
     mixed = {}
     for task in tasks:
-        gates = make_gate(f"{task.name}_gate")(features)
-        mixed[task.name] = ExpertMixture(name=f"{task.name}_mixture")(experts, gates)
+        gates = make_gate(f"{task.name}_gate")(shared)
+        mixed[task.name] = ExpertMixture(name=f"{task.name}_mixture")(stacked, gates)
     outputs = task_outputs(mixed, tasks, tower_units, tower, activation, dropout)
-    return MultiTaskModel(model_inputs, outputs, tasks, name=name)
+    return model_inputs, outputs, features, shared
+
+
+# === Config ===
+
+
+def base_config(model):
+    """The config every architecture shares: name, trainable, inputs, tasks with heads."""
+    return {
+        "name": model.name,
+        "trainable": model.trainable,
+        "inputs": model._config_inputs,
+        "tasks": ac.serialize_tasks(model, model.tasks),
+    }
+
+
+def serialize_bottom(bottom, features, shared):
+    """A bottom layer serialized, a bottom function as its graph (replayed on load)."""
+    if bottom is None:
+        return None
+    if isinstance(bottom, keras.layers.Layer):
+        return ac.serialize_layer(bottom)
+    graph = keras.Model(features, shared, name="bottom_graph")
+    return {"graph": graph.get_config()}
+
+
+def deserialize_arguments(config):
+    """The keyword arguments of an architecture from its config (`from_config`)."""
+    config = dict(config)
+    config["inputs"] = ac.deserialize_inputs(config["inputs"])
+    if "tasks" in config:
+        config["tasks"] = ac.deserialize_tasks(config["tasks"])
+    for key in ("expert", "tower"):
+        if key in config:
+            config[key] = ac.deserialize_factory(config[key])
+    if isinstance(config.get("blocks"), list):
+        config["blocks"] = [ac.deserialize_factory(block) for block in config["blocks"]]
+    bottom = config.get("bottom")
+    if isinstance(bottom, dict):
+        if set(bottom) == {"graph"}:
+            config["bottom"] = ac.SerializedGraph(bottom["graph"])
+        else:
+            config["bottom"] = ac.deserialize_layer(bottom)
+    return config
+
+
+def tower_names(tasks):
+    return [f"{task.name}_tower" for task in tasks]

@@ -1,41 +1,49 @@
 """The Multi-gate Mixture-of-Experts (MMoE) model."""
 
+import keras
+
+from kerasmtl import architecture_config as ac
 from kerasmtl.layers import Gate
 from kerasmtl.models.architecture_utils import (
+    EXPERTS,
+    base_config,
     check_factory,
     check_positive_int,
     check_units,
-    gated_mixture_model,
+    deserialize_arguments,
+    gated_mixture_graph,
+    serialize_bottom,
+    tower_names,
 )
+from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import check_tasks
 
 
-def mmoe(
-    inputs,
-    tasks,
-    num_experts=4,
-    expert_units=(16,),
-    gate_units=(),
-    tower_units=(8,),
-    expert=None,
-    bottom=None,
-    tower=None,
-    activation="relu",
-    dropout=0.0,
-    embedding_dim=8,
-    name="mmoe",
-):
-    """Builds a Multi-gate Mixture-of-Experts model: shared experts, one gate per task.
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class MMoE(MultiTaskModel):
+    """A Multi-gate Mixture-of-Experts model: shared experts, one gate per task.
 
     From Ma et al., "Modeling Task Relationships in Multi-task Learning with
     Multi-gate Mixture-of-Experts" (KDD 2018). `num_experts` experts
-    (`kerasmtl.layers.Expert`, named `expert_{i}`) read the features; each
-    task `k` has a softmax gate (`kerasmtl.layers.Gate`, named `{task}_gate`)
-    that weights the experts per sample, `f_k(x) = sum_i g_k(x)_i e_i(x)`
-    (`kerasmtl.layers.ExpertMixture`, `{task}_mixture`), followed by the task's
-    tower and head. Tasks that conflict can use different experts; related
-    tasks share them. Read the gate weights with
-    `kerasmtl.models.gate_weights(model, x)`.
+    (`kerasmtl.layers.Expert`, named `expert_{i}`) read the features; their
+    outputs are stacked (`kerasmtl.layers.ExpertStack`, the layer
+    `"experts"`); each task `k` has a softmax gate (`kerasmtl.layers.Gate`,
+    named `{task}_gate`) that weights the experts per sample,
+    `f_k(x) = sum_i g_k(x)_i e_i(x)` (`kerasmtl.layers.ExpertMixture`,
+    `{task}_mixture`), followed by the task's tower and head. Tasks that
+    conflict can use different experts; related tasks share them. Read the
+    gate weights with `kerasmtl.models.gate_weights(model, x)`.
+
+    The stacked expert outputs are the model's shared representation
+    (`representation == "experts"`): gradient-based strategies can use
+    `compile(gradients="representation")`, the task gradients with respect to
+    the expert outputs.
+
+    The config holds every argument below, so a saved MMoE says how many
+    experts it has and `from_config` rebuilds it. Functions cannot be saved:
+    for `expert=` and `tower=`, the layers they built are saved with
+    `keras.layers.serialize` (and rebuilt from those configs); a `bottom`
+    layer is serialized the same way (a bottom function: the graph it built).
 
     Args:
         inputs: the inputs: a named `keras.Input` or a list of them, or a dict
@@ -65,10 +73,125 @@ def mmoe(
         dropout: float, the dropout rate of the default experts and towers.
         embedding_dim: int, the embedding size of categorical features.
         name: the model name.
+        **kwargs: `keras.Model` keyword arguments.
+
+    Example:
+
+    >>> from kerasmtl import Task
+    >>> model = MMoE({"features": (10,)},
+    ...              [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse")],
+    ...              num_experts=3, expert_units=(8,), tower_units=(4,))
+    >>> model.get_config()["num_experts"], model.representation
+    (3, 'experts')
+    """
+
+    def __init__(
+        self,
+        inputs,
+        tasks,
+        *,
+        num_experts=4,
+        expert_units=(16,),
+        gate_units=(),
+        tower_units=(8,),
+        expert=None,
+        bottom=None,
+        tower=None,
+        activation="relu",
+        dropout=0.0,
+        embedding_dim=8,
+        name="mmoe",
+        **kwargs,
+    ):
+        check_tasks(tasks)
+        check_positive_int(num_experts, "num_experts")
+        expert_units = check_units(expert_units, "expert_units", allow_empty=False)
+        gate_units = check_units(gate_units, "gate_units")
+        tower_units = check_units(tower_units, "tower_units")
+        check_factory(expert, "expert")
+        check_factory(tower, "tower")
+
+        # === Layers ===
+        def make_gate(gate_name):
+            return Gate(num_experts, units=gate_units, activation=activation, name=gate_name)
+
+        # === Functional Model ===
+        model_inputs, outputs, features, shared = gated_mixture_graph(
+            inputs,
+            tasks,
+            num_experts=num_experts,
+            make_gate=make_gate,
+            expert_units=expert_units,
+            tower_units=tower_units,
+            expert=expert,
+            bottom=bottom,
+            tower=tower,
+            activation=activation,
+            dropout=dropout,
+            embedding_dim=embedding_dim,
+        )
+        super().__init__(
+            model_inputs, outputs, tasks, representation=EXPERTS, name=name, **kwargs
+        )
+
+        # === Config ===
+        self.num_experts = num_experts
+        self.expert_units = expert_units
+        self.gate_units = gate_units
+        self.tower_units = tower_units
+        self.expert = expert
+        self.bottom = bottom
+        self.tower = tower
+        self.activation = activation
+        self.dropout = dropout
+        self.embedding_dim = embedding_dim
+        self._config_inputs = ac.serialize_inputs(inputs)
+        self._bottom_config = serialize_bottom(bottom, features, shared)
+
+    def get_config(self):
+        return {
+            **base_config(self),
+            "num_experts": self.num_experts,
+            "expert_units": list(self.expert_units),
+            "gate_units": list(self.gate_units),
+            "tower_units": list(self.tower_units),
+            "expert": ac.serialize_factory(
+                self, self.expert, [f"expert_{i}" for i in range(self.num_experts)]
+            ),
+            "bottom": self._bottom_config,
+            "tower": ac.serialize_factory(self, self.tower, tower_names(self.tasks)),
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "embedding_dim": self.embedding_dim,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**deserialize_arguments(config))
+
+
+def mmoe(
+    inputs,
+    tasks,
+    num_experts=4,
+    expert_units=(16,),
+    gate_units=(),
+    tower_units=(8,),
+    expert=None,
+    bottom=None,
+    tower=None,
+    activation="relu",
+    dropout=0.0,
+    embedding_dim=8,
+    name="mmoe",
+):
+    """Builds an `MMoE` model: shared experts, one gate per task.
+
+    The same as `MMoE(inputs, tasks, num_experts=..., ...)`; see `MMoE` for the
+    method (Ma et al., KDD 2018) and the arguments.
 
     Returns:
-        A `kerasmtl.MultiTaskModel` with one output per task, keyed by task
-        name.
+        An `MMoE` model with one output per task, keyed by task name.
 
     Example:
 
@@ -82,29 +205,18 @@ def mmoe(
     >>> {task: w.shape for task, w in gate_weights(model, x).items()}
     {'a': (5, 3), 'b': (5, 3)}
     """
-    check_tasks(tasks)
-    check_positive_int(num_experts, "num_experts")
-    expert_units = check_units(expert_units, "expert_units", allow_empty=False)
-    gate_units = check_units(gate_units, "gate_units")
-    tower_units = check_units(tower_units, "tower_units")
-    check_factory(expert, "expert")
-    check_factory(tower, "tower")
-
-    # === Functional Model ===
-    return gated_mixture_model(
+    return MMoE(
         inputs,
         tasks,
-        num_experts,
-        lambda gate_name: Gate(
-            num_experts, units=gate_units, activation=activation, name=gate_name
-        ),
-        expert_units,
-        tower_units,
-        expert,
-        bottom,
-        tower,
-        activation,
-        dropout,
-        embedding_dim,
-        name,
+        num_experts=num_experts,
+        expert_units=expert_units,
+        gate_units=gate_units,
+        tower_units=tower_units,
+        expert=expert,
+        bottom=bottom,
+        tower=tower,
+        activation=activation,
+        dropout=dropout,
+        embedding_dim=embedding_dim,
+        name=name,
     )

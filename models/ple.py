@@ -1,38 +1,32 @@
-"""Customized Gate Control (CGC) and Progressive Layered Extraction (PLE)."""
+"""Progressive Layered Extraction (PLE)."""
 
+import keras
+
+from kerasmtl import architecture_config as ac
 from kerasmtl.layers import ExpertMixture, Gate
+from kerasmtl.layers.expert_stack import ExpertStack
 from kerasmtl.models.architecture_utils import (
+    EXPERTS,
     apply_bottom,
+    base_config,
     check_factory,
     check_non_negative_int,
     check_positive_int,
     check_units,
+    deserialize_arguments,
     make_experts,
+    serialize_bottom,
     task_outputs,
+    tower_names,
 )
 from kerasmtl.models.tabular_inputs import build_inputs
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import check_tasks
 
 
-def ple(
-    inputs,
-    tasks,
-    num_levels=2,
-    num_shared_experts=2,
-    num_task_experts=1,
-    expert_units=(16,),
-    gate_units=(),
-    tower_units=(8,),
-    expert=None,
-    bottom=None,
-    tower=None,
-    activation="relu",
-    dropout=0.0,
-    embedding_dim=8,
-    name="ple",
-):
-    """Builds a Progressive Layered Extraction (PLE) model: task and shared experts, stacked.
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class PLE(MultiTaskModel):
+    """A Progressive Layered Extraction (PLE) model: task and shared experts, stacked in levels.
 
     From Tang et al., "Progressive Layered Extraction (PLE): A Novel
     Multi-Task Learning (MTL) Model for Personalized Recommendations"
@@ -46,6 +40,17 @@ def ple(
     experts of the level into the next shared input. Each task's last-level
     output goes to its tower and head. One level is CGC (Customized Gate
     Control, see `cgc`).
+
+    The last level's expert outputs are stacked (layer `"experts"`,
+    `kerasmtl.layers.ExpertStack`: every task's experts in task order, then
+    the shared experts), and each task's last mixture reads its own and the
+    shared experts from the stack: the stack is the model's shared
+    representation, so gradient-based strategies can use
+    `compile(gradients="representation")`.
+
+    The config holds every argument; the layers built by `expert=` and
+    `tower=` (functions cannot be saved) and a `bottom` layer are saved with
+    `keras.layers.serialize`, as for `MMoE`.
 
     Layer names: the last level's gates are `{task}_gate` (read them with
     `kerasmtl.models.gate_weights`: weights over the task's experts first,
@@ -81,78 +86,161 @@ def ple(
         dropout: float, the dropout rate of the default experts and towers.
         embedding_dim: int, the embedding size of categorical features.
         name: the model name.
-
-    Returns:
-        A `kerasmtl.MultiTaskModel` with one output per task, keyed by task
-        name.
+        **kwargs: `keras.Model` keyword arguments.
 
     Example:
 
     >>> from kerasmtl import Task
-    >>> model = ple({"features": (10,)},
+    >>> model = PLE({"features": (10,)},
     ...             [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse")],
     ...             num_levels=2, num_shared_experts=2, num_task_experts=1)
     >>> model.get_layer("a_gate").num_experts
     3
     """
-    check_tasks(tasks)
-    check_positive_int(num_levels, "num_levels")
-    check_non_negative_int(num_shared_experts, "num_shared_experts")
-    check_non_negative_int(num_task_experts, "num_task_experts")
-    if num_shared_experts + num_task_experts < 1:
-        raise ValueError(
-            "Each gate needs at least one expert: `num_shared_experts` and "
-            "`num_task_experts` cannot both be 0. "
-            f"Received: num_shared_experts={num_shared_experts}, "
-            f"num_task_experts={num_task_experts}"
-        )
-    expert_units = check_units(expert_units, "expert_units", allow_empty=False)
-    gate_units = check_units(gate_units, "gate_units")
-    tower_units = check_units(tower_units, "tower_units")
-    check_factory(expert, "expert")
-    check_factory(tower, "tower")
 
-    def experts(level, group, inputs, count):
-        names = [f"level{level}_{group}_expert_{index}" for index in range(count)]
-        return make_experts(inputs, names, expert, expert_units, activation, dropout)
-
-    def mix(gate_name, gate_input, expert_outputs):
-        gates = Gate(
-            len(expert_outputs), units=gate_units, activation=activation, name=f"{gate_name}_gate"
-        )(gate_input)
-        return ExpertMixture(name=f"{gate_name}_mixture")(expert_outputs, gates)
-
-    # === Functional Model ===
-    model_inputs, features = build_inputs(inputs, embedding_dim)
-    features = apply_bottom(features, bottom)
-    task_inputs = {task.name: features for task in tasks}
-    shared_input = features
-    for level in range(1, num_levels + 1):
-        last = level == num_levels
-        task_experts = {
-            task.name: experts(level, task.name, task_inputs[task.name], num_task_experts)
-            for task in tasks
-        }
-        shared_experts = experts(level, "shared", shared_input, num_shared_experts)
-        next_task_inputs = {
-            task.name: mix(
-                task.name if last else f"level{level}_{task.name}",
-                task_inputs[task.name],
-                task_experts[task.name] + shared_experts,
+    def __init__(
+        self,
+        inputs,
+        tasks,
+        *,
+        num_levels=2,
+        num_shared_experts=2,
+        num_task_experts=1,
+        expert_units=(16,),
+        gate_units=(),
+        tower_units=(8,),
+        expert=None,
+        bottom=None,
+        tower=None,
+        activation="relu",
+        dropout=0.0,
+        embedding_dim=8,
+        name="ple",
+        **kwargs,
+    ):
+        check_tasks(tasks)
+        check_positive_int(num_levels, "num_levels")
+        check_non_negative_int(num_shared_experts, "num_shared_experts")
+        check_non_negative_int(num_task_experts, "num_task_experts")
+        if num_shared_experts + num_task_experts < 1:
+            raise ValueError(
+                "Each gate needs at least one expert: `num_shared_experts` and "
+                "`num_task_experts` cannot both be 0. "
+                f"Received: num_shared_experts={num_shared_experts}, "
+                f"num_task_experts={num_task_experts}"
             )
-            for task in tasks
+        expert_units = check_units(expert_units, "expert_units", allow_empty=False)
+        gate_units = check_units(gate_units, "gate_units")
+        tower_units = check_units(tower_units, "tower_units")
+        check_factory(expert, "expert")
+        check_factory(tower, "tower")
+
+        # === Layers ===
+        def experts(level, group, inputs, count):
+            names = [f"level{level}_{group}_expert_{index}" for index in range(count)]
+            return make_experts(inputs, names, expert, expert_units, activation, dropout)
+
+        def gate(gate_name, gate_input, count):
+            return Gate(count, units=gate_units, activation=activation, name=f"{gate_name}_gate")(
+                gate_input
+            )
+
+        # === Functional Model ===
+        model_inputs, features = build_inputs(inputs, embedding_dim)
+        shared = apply_bottom(features, bottom)
+        task_inputs = {task.name: shared for task in tasks}
+        shared_input = shared
+        for level in range(1, num_levels + 1):
+            task_experts = {
+                task.name: experts(level, task.name, task_inputs[task.name], num_task_experts)
+                for task in tasks
+            }
+            shared_experts = experts(level, "shared", shared_input, num_shared_experts)
+            if level < num_levels:
+                next_task_inputs = {}
+                for task in tasks:
+                    mixed = task_experts[task.name] + shared_experts
+                    name = f"level{level}_{task.name}"
+                    next_task_inputs[task.name] = ExpertMixture(name=f"{name}_mixture")(
+                        mixed, gate(name, task_inputs[task.name], len(mixed))
+                    )
+                every_expert = [out for task in tasks for out in task_experts[task.name]]
+                every_expert += shared_experts
+                name = f"level{level}_shared"
+                shared_input = ExpertMixture(name=f"{name}_mixture")(
+                    every_expert, gate(name, shared_input, len(every_expert))
+                )
+                task_inputs = next_task_inputs
+                continue
+            # The last level: one stack of every expert, the shared representation.
+            stacked = ExpertStack(name=EXPERTS)(
+                [out for task in tasks for out in task_experts[task.name]] + shared_experts
+            )
+            shared_indices = [
+                len(tasks) * num_task_experts + index for index in range(num_shared_experts)
+            ]
+            mixed_by_task = {}
+            for position, task in enumerate(tasks):
+                own = [position * num_task_experts + index for index in range(num_task_experts)]
+                indices = own + shared_indices
+                mixed_by_task[task.name] = ExpertMixture(
+                    expert_indices=indices, name=f"{task.name}_mixture"
+                )(stacked, gate(task.name, task_inputs[task.name], len(indices)))
+        outputs = task_outputs(mixed_by_task, tasks, tower_units, tower, activation, dropout)
+        super().__init__(
+            model_inputs, outputs, tasks, representation=EXPERTS, name=name, **kwargs
+        )
+
+        # === Config ===
+        self.num_levels = num_levels
+        self.num_shared_experts = num_shared_experts
+        self.num_task_experts = num_task_experts
+        self.expert_units = expert_units
+        self.gate_units = gate_units
+        self.tower_units = tower_units
+        self.expert = expert
+        self.bottom = bottom
+        self.tower = tower
+        self.activation = activation
+        self.dropout = dropout
+        self.embedding_dim = embedding_dim
+        self._config_inputs = ac.serialize_inputs(inputs)
+        self._bottom_config = serialize_bottom(bottom, features, shared)
+
+    def _expert_names(self):
+        names = []
+        for level in range(1, self.num_levels + 1):
+            for group in [*self.task_names, "shared"]:
+                count = self.num_shared_experts if group == "shared" else self.num_task_experts
+                names += [f"level{level}_{group}_expert_{index}" for index in range(count)]
+        return names
+
+    def get_config(self):
+        return {
+            **base_config(self),
+            "num_levels": self.num_levels,
+            "num_shared_experts": self.num_shared_experts,
+            "num_task_experts": self.num_task_experts,
+            "expert_units": list(self.expert_units),
+            "gate_units": list(self.gate_units),
+            "tower_units": list(self.tower_units),
+            "expert": ac.serialize_factory(self, self.expert, self._expert_names()),
+            "bottom": self._bottom_config,
+            "tower": ac.serialize_factory(self, self.tower, tower_names(self.tasks)),
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "embedding_dim": self.embedding_dim,
         }
-        if not last:
-            every_expert = [out for task in tasks for out in task_experts[task.name]]
-            shared_input = mix(f"level{level}_shared", shared_input, every_expert + shared_experts)
-        task_inputs = next_task_inputs
-    outputs = task_outputs(task_inputs, tasks, tower_units, tower, activation, dropout)
-    return MultiTaskModel(model_inputs, outputs, tasks, name=name)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**deserialize_arguments(config))
 
 
-def cgc(
+def ple(
     inputs,
     tasks,
+    num_levels=2,
     num_shared_experts=2,
     num_task_experts=1,
     expert_units=(16,),
@@ -164,53 +252,29 @@ def cgc(
     activation="relu",
     dropout=0.0,
     embedding_dim=8,
-    name="cgc",
+    name="ple",
 ):
-    """Builds a Customized Gate Control (CGC) model: task-specific and shared experts.
+    """Builds a `PLE` model: task and shared experts, stacked in levels.
 
-    From Tang et al., "Progressive Layered Extraction (PLE): A Novel
-    Multi-Task Learning (MTL) Model for Personalized Recommendations"
-    (RecSys 2020), Sec. 4.1: PLE with one extraction level. Each task has
-    `num_task_experts` experts of its own, and `num_shared_experts` experts
-    are shared; task `k`'s gate (`{task}_gate`) mixes its own experts and the
-    shared ones. Unlike MMoE, a task cannot use another task's private
-    experts, which reduces negative transfer between conflicting tasks.
-
-    Args:
-        inputs: the inputs, as for `ple`.
-        tasks: a list of `kerasmtl.Task`, each with a `head`.
-        num_shared_experts: int >= 0, the number of shared experts.
-        num_task_experts: int >= 0, the number of experts of each task.
-        expert_units: tuple of ints, the units of each default expert.
-        gate_units: tuple of ints, hidden layers of each gate.
-        tower_units: tuple of ints, the units of each task's tower.
-        expert: optional function `expert(layer_name)` returning a new layer
-            per expert.
-        bottom: optional Keras layer or model applied once to the inputs.
-        tower: optional function `tower(layer_name)` returning a new layer
-            per task.
-        activation: activation of the default experts, gates and towers.
-        dropout: float, the dropout rate of the default experts and towers.
-        embedding_dim: int, the embedding size of categorical features.
-        name: the model name.
+    The same as `PLE(inputs, tasks, num_levels=..., ...)`; see `PLE` for the
+    method (Tang et al., RecSys 2020) and the arguments.
 
     Returns:
-        A `kerasmtl.MultiTaskModel` with one output per task, keyed by task
-        name.
+        A `PLE` model with one output per task, keyed by task name.
 
     Example:
 
     >>> from kerasmtl import Task
-    >>> model = cgc({"features": (10,)},
+    >>> model = ple({"features": (10,)},
     ...             [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse")],
-    ...             num_shared_experts=2, num_task_experts=2)
-    >>> model.get_layer("b_gate").num_experts
-    4
+    ...             num_levels=2, num_shared_experts=2, num_task_experts=1)
+    >>> model.get_layer("a_gate").num_experts
+    3
     """
-    return ple(
+    return PLE(
         inputs,
         tasks,
-        num_levels=1,
+        num_levels=num_levels,
         num_shared_experts=num_shared_experts,
         num_task_experts=num_task_experts,
         expert_units=expert_units,

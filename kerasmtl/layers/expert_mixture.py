@@ -18,12 +18,16 @@ class ExpertMixture(keras.layers.Layer):
     multiplies the whole of its expert output. The layer has no weights.
 
     Args:
+        expert_indices: optional list of ints: the experts this mixture mixes,
+            in the order of the gate weights, taken from axis 1 of a stacked
+            `experts` tensor (e.g. a task's own experts and the shared ones of
+            a stack of every expert in CGC). `None` (default) mixes them all.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
         experts: a list of `num_experts` tensors of one shape
             `(batch, ...)`, or one tensor `(batch, num_experts, ...)` with the
-            experts stacked on axis 1.
+            experts stacked on axis 1 (`kerasmtl.layers.ExpertStack`).
         gates: `(batch, num_experts)` weights.
 
     Input shape:
@@ -42,6 +46,27 @@ class ExpertMixture(keras.layers.Layer):
     [[1.0, 1.0, 1.0], [1.5, 1.5, 1.5]]
     """
 
+    def __init__(self, expert_indices=None, **kwargs):
+        super().__init__(**kwargs)
+        if expert_indices is not None:
+            if (
+                not isinstance(expert_indices, (list, tuple))
+                or not expert_indices
+                or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                    for i in expert_indices
+                )
+            ):
+                raise ValueError(
+                    "`expert_indices` must be None or a non-empty list of non-negative "
+                    f"integers. Received: expert_indices={expert_indices!r}"
+                )
+            expert_indices = list(expert_indices)
+        self.expert_indices = expert_indices
+
+    def get_config(self):
+        return {**super().get_config(), "expert_indices": self.expert_indices}
+
     def _expert_shapes(self, experts_shape, gates_shape):
         """Returns `(num_experts, expert_shape)` after checking the shapes agree."""
         gates_shape = tuple(gates_shape)
@@ -50,9 +75,22 @@ class ExpertMixture(keras.layers.Layer):
             and experts_shape
             and isinstance(experts_shape[0], (list, tuple))
         )
+        if self.expert_indices is not None and not stacked:
+            raise ValueError(
+                "`expert_indices` selects experts from one stacked tensor "
+                "(batch, num_experts, ...), not from a list. "
+                f"Received: experts_shape={experts_shape}, expert_indices={self.expert_indices}"
+            )
         if stacked:
             experts_shape = tuple(experts_shape)
             num_experts = experts_shape[1] if len(experts_shape) > 1 else None
+            if self.expert_indices is not None:
+                if num_experts is not None and max(self.expert_indices) >= num_experts:
+                    raise ValueError(
+                        f"`expert_indices` {self.expert_indices} name experts beyond the "
+                        f"{num_experts} of the stack. Received: experts_shape={experts_shape}"
+                    )
+                num_experts = len(self.expert_indices)
             expert_shape = (experts_shape[0], *experts_shape[2:])
             shapes = [expert_shape]
         else:
@@ -83,6 +121,8 @@ class ExpertMixture(keras.layers.Layer):
     def call(self, experts, gates):
         if isinstance(experts, (list, tuple)):
             experts = ops.stack(experts, axis=1)
+        elif self.expert_indices is not None:
+            experts = ops.take(experts, list(self.expert_indices), axis=1)
         gates = ops.cast(gates, experts.dtype)
         gates = ops.reshape(gates, (-1, gates.shape[1]) + (1,) * (len(experts.shape) - 2))
         return ops.sum(experts * gates, axis=1)
