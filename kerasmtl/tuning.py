@@ -330,10 +330,11 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
     with the chosen strategy. Every trial gets fresh layers: `Task`s are
     immutable descriptions, and each build makes its own heads.
 
-    To fix some values, or narrow a range, declare them in a
-    `keras_tuner.HyperParameters` and give it to the tuner as
-    `hyperparameters=`; with `tune_new_entries=False` every other
-    hyper-parameter keeps its default (each strategy's own defaults). A value
+    To fix some values, or narrow a range, declare them at the top level of a
+    `keras_tuner.HyperParameters` (`hp.Fixed("dwa_temperature", 1.5)`, no
+    conditional scope) and give it to the tuner as `hyperparameters=`; with
+    `tune_new_entries=False` every other hyper-parameter keeps its default
+    (each strategy's own defaults; 1.0 for static weights). A value
     no searched strategy accepts, a `weighting` outside `strategies`, or an
     unknown `"{strategy}_..."` name stops the search with
     `keras_tuner.errors.FatalValueError` when the tuner is made (keras-tuner
