@@ -10,7 +10,10 @@ machine's drift cancels out of it.
 
 `--first-epoch` times instead the first epoch (trace, compile and `--steps` steps)
 of a `keras.applications.MobileNetV3Small(weights=None, include_top=False,
-pooling="avg")` trunk with "equal", "pcgrad" and "mgda" against plain Keras.
+pooling="avg")` trunk with "equal", "pcgrad" and "mgda" against plain Keras, with the
+number of times the train step was traced and (TensorFlow) the nodes of its graph.
+`--repeats R` runs R rounds, each variant in a fresh process in turn, and reports the
+median time and the per-round ratios to the first variant.
 
 `--backends tensorflow jax torch` runs itself once per backend in child processes
 and prints one table with each backend's absolute times and its ratio to
@@ -20,11 +23,13 @@ so it runs unchanged on a GPU machine with JAX or PyTorch only.
     python backend_step_time.py --backend jax
     python backend_step_time.py --backends tensorflow jax torch --tasks 2 5
     python backend_step_time.py --backends tensorflow jax torch --first-epoch
+    python backend_step_time.py --backend tensorflow --first-epoch --steps 4 --repeats 3
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -106,6 +111,9 @@ def _measure(args):
     return {"backend": keras.backend.backend(), "device": device, "rows": results}
 
 
+FIRST_EPOCH_VARIANTS = ["plain keras", "equal", "pcgrad", "mgda"]
+
+
 def _first_epoch(args):
     import keras
     import numpy as np
@@ -148,21 +156,82 @@ def _first_epoch(args):
         return model
 
     rows = []
-    for variant, build in (
-        ("plain keras", plain),
-        ("equal", lambda: multi("equal")),
-        ("pcgrad", lambda: multi("pcgrad")),
-        ("mgda", lambda: multi("mgda")),
-    ):
+    for variant in args.variants:
         keras.utils.set_random_seed(0)
-        model = build()
+        model = plain() if variant == "plain keras" else multi(variant)
+        traces = _count_traces(model)
         timer = _EpochTimer()
         model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[timer.callback(keras)])
-        rows.append({"variant": variant, "first_s": timer.times[0], "second_s": timer.times[1]})
+        row = {"variant": variant, "first_s": timer.times[0], "second_s": timer.times[1],
+               "traces": traces[0]}
+        if keras.backend.backend() == "tensorflow":
+            row["graph_nodes"] = _graph_nodes(model, x[:16], {k: v[:16] for k, v in y.items()})
+        rows.append(row)
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    for row in rows:
-        row["x_plain"] = row["first_s"] / rows[0]["first_s"]
     return {"backend": keras.backend.backend(), "device": _device_name(keras), "rows": rows}
+
+
+def _count_traces(model):
+    """Counts the Python calls of `model.train_step` (one per trace when it is traced)."""
+    calls = [0]
+    step = model.train_step
+
+    def counting_step(*args):
+        calls[0] += 1
+        return step(*args)
+
+    model.train_step = counting_step
+    return calls
+
+
+def _graph_nodes(model, x, y):
+    """Nodes of one traced TensorFlow train step (function bodies included), traced apart."""
+    import tensorflow as tf
+
+    def spec(value):
+        return tf.TensorSpec((None, *value.shape[1:]), tf.as_dtype(value.dtype))
+
+    function = tf.function(lambda features, labels: model.train_step((features, labels)))
+    concrete = function.get_concrete_function(spec(x), {k: spec(v) for k, v in y.items()})
+    graph = concrete.graph.as_graph_def()
+    return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+
+
+def _first_epoch_rounds(args):
+    """`--repeats` rounds; in each, every variant in a fresh process, in turn."""
+    rounds = []
+    for repeat in range(args.repeats):
+        rows = {}
+        for variant in args.variants:
+            with_json = os.path.join(
+                os.path.dirname(os.path.abspath(__file__)), f".first_epoch_{os.getpid()}.json"
+            )
+            command = [sys.executable, os.path.abspath(__file__), "--backend", args.backend,
+                       "--first-epoch", "--steps", str(args.steps), "--variants", variant,
+                       "--json", with_json]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            with open(with_json) as handle:
+                result = json.load(handle)
+            os.remove(with_json)
+            rows[variant] = result["rows"][0]
+            print(f"round {repeat}: {json.dumps(rows[variant])}", file=sys.stderr, flush=True)
+        rounds.append(rows)
+    summary = []
+    base = args.variants[0]
+    for variant in args.variants:
+        ratios = [r[variant]["first_s"] / r[base]["first_s"] for r in rounds]
+        row = {
+            "variant": variant,
+            "first_s": float(statistics.median([r[variant]["first_s"] for r in rounds])),
+            "second_s": float(statistics.median([r[variant]["second_s"] for r in rounds])),
+            "x_plain": float(statistics.median(ratios)),
+            "x_plain_all": ratios,
+            "traces": rounds[0][variant]["traces"],
+        }
+        if "graph_nodes" in rounds[0][variant]:
+            row["graph_nodes"] = rounds[0][variant]["graph_nodes"]
+        summary.append(row)
+    return {"backend": result["backend"], "device": result["device"], "rows": summary}
 
 
 def _device_name(keras):
@@ -191,13 +260,18 @@ def _print_table(results, first_epoch):
             for row in result["rows"]:
                 reference[(row.get("tasks"), row["variant"])] = row
     if first_epoch:
-        print("| backend (device) | variant | first epoch s | x plain | second epoch s |")
-        print("|---|---|---|---|---|")
+        print("| backend (device) | variant | first epoch s | x plain | x plain per round "
+              "| second epoch s | traces | graph nodes |")
+        print("|---|---|---|---|---|---|---|---|")
         for result in results:
+            base = result["rows"][0]
             for row in result["rows"]:
+                ratios = row.get("x_plain_all", [row["first_s"] / base["first_s"]])
                 print(
                     f"| {result['backend']} ({result['device']}) | {row['variant']} | "
-                    f"{row['first_s']:.1f} | {row['x_plain']:.2f} | {row['second_s']:.1f} |"
+                    f"{row['first_s']:.1f} | {row.get('x_plain', ratios[0]):.2f} | "
+                    f"{' '.join(f'{r:.2f}' for r in ratios)} | {row['second_s']:.1f} | "
+                    f"{row['traces']} | {row.get('graph_nodes', '-')} |"
                 )
         return
     print("| backend (device) | K | variant | ms/step | x plain Keras | x TensorFlow |")
@@ -222,6 +296,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="steps of the first-epoch run")
     parser.add_argument("--first-epoch", action="store_true")
+    parser.add_argument("--variants", nargs="+", default=FIRST_EPOCH_VARIANTS,
+                        help="first-epoch variants; the first is the baseline")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="first-epoch rounds, each variant in a fresh process per round")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -231,7 +309,8 @@ def main():
             with_json = os.path.join(os.path.dirname(os.path.abspath(__file__)), f".{backend}.json")
             command = [sys.executable, os.path.abspath(__file__), "--backend", backend,
                        "--json", with_json]
-            for flag in ("tasks", "strategies", "samples", "epochs", "steps"):
+            for flag in ("tasks", "strategies", "samples", "epochs", "steps", "variants",
+                         "repeats"):
                 value = getattr(args, flag)
                 command += [f"--{flag}", *map(str, value if isinstance(value, list) else [value])]
             if args.first_epoch:
@@ -246,7 +325,13 @@ def main():
     os.environ["KERAS_BACKEND"] = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    result = _first_epoch(args) if args.first_epoch else _measure(args)
+    if args.first_epoch and args.repeats > 1:
+        args.backend = os.environ["KERAS_BACKEND"]
+        result = _first_epoch_rounds(args)
+    elif args.first_epoch:
+        result = _first_epoch(args)
+    else:
+        result = _measure(args)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle)

@@ -127,9 +127,9 @@ def fit_multi_worker(model, dataset, epochs=1, steps_per_epoch=None, callbacks=N
 
     # What `MultiTaskModel.fit` adds: the count of steps with a non-finite task loss.
     given = [c for c in callbacks or [] if isinstance(c, NonFiniteMonitor)]
-    monitors = [] if given or not hasattr(model, "non_finite_step_counts") else [
-        NonFiniteMonitor(model)
-    ]
+    monitors = (
+        [] if given or not hasattr(model, "non_finite_step_counts") else [NonFiniteMonitor(model)]
+    )
     callback_list = keras.callbacks.CallbackList(
         [*(callbacks or []), *monitors],
         add_history=True,

@@ -124,13 +124,13 @@ def _size(shape):
     return int(math.prod(shape))
 
 
-def _flat_blocks(blocks):
+def flatten_blocks(blocks):
     """The `(K, P)` float32 matrix of `(K, ...)` blocks, each flattened, side by side."""
     rows = [ops.reshape(ops.cast(block, "float32"), (block.shape[0], -1)) for block in blocks]
     return rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=1)
 
 
-def _split_columns(flat, shapes):
+def split_columns(flat, shapes):
     """Splits the `(P,)` vector `flat` back into tensors of the given shapes."""
     sizes = [_size(shape) for shape in shapes]
     if len(sizes) == 1:
@@ -139,7 +139,7 @@ def _split_columns(flat, shapes):
     return [ops.reshape(piece, tuple(shape)) for piece, shape in zip(pieces, shapes)]
 
 
-def _weighted_sum_of_rows(coefficients, matrix):
+def weighted_sum_of_rows(coefficients, matrix):
     """`sum_k a_k matrix[k]` as one `(1, K) @ (K, P)` product."""
     weights = ops.reshape(ops.cast(coefficients, matrix.dtype), (1, -1))
     return ops.reshape(ops.matmul(weights, matrix), (-1,))
@@ -151,7 +151,7 @@ def gram_of_blocks(blocks):
     The blocks are flattened into one `(K, P)` matrix (one concatenation, one
     product), which traces to a handful of ops whatever the number of variables.
     """
-    rows = _flat_blocks(blocks)
+    rows = flatten_blocks(blocks)
     return ops.matmul(rows, ops.transpose(rows))
 
 
@@ -207,10 +207,10 @@ def combine_task_gradients(task_gradients, coefficients, present, extra_gradient
     reached = [index for index, stacked in enumerate(task_gradients) if stacked is not None]
     combined = [None] * len(task_gradients)
     if reached:
-        matrix = zero_absent(_flat_blocks([task_gradients[i] for i in reached]), present)
+        matrix = zero_absent(flatten_blocks([task_gradients[i] for i in reached]), present)
         shapes = [task_gradients[i].shape[1:] for i in reached]
-        flat = _weighted_sum_of_rows(coefficients, matrix)
-        for index, piece in zip(reached, _split_columns(flat, shapes)):
+        flat = weighted_sum_of_rows(coefficients, matrix)
+        for index, piece in zip(reached, split_columns(flat, shapes)):
             combined[index] = ops.cast(piece, task_gradients[index].dtype)
     return _add_extra(combined, extra_gradients)
 
@@ -240,8 +240,8 @@ def combine_task_gradient_lists(
     """
     num_variables = len(per_task[0])
     combined = [None] * num_variables
-    flat = _weighted_sum_of_rows(coefficients, zero_absent(matrix, present))
-    for index, piece in zip(shared, _split_columns(flat, [shapes[i] for i in shared])):
+    flat = weighted_sum_of_rows(coefficients, zero_absent(matrix, present))
+    for index, piece in zip(shared, split_columns(flat, [shapes[i] for i in shared])):
         combined[index] = piece
     shared_set = set(shared)
     weights = flags = None

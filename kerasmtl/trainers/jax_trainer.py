@@ -11,6 +11,7 @@ written through a `keras.StatelessScope`, as Keras does for metrics.
 import jax
 import jax.numpy as jnp
 import keras
+import numpy as np
 from keras import ops
 
 from kerasmtl.trainers import gradient_math as gm
@@ -24,7 +25,6 @@ class JAXMultiTaskTrainer(BaseMultiTaskTrainer):
         if not self._uses_gradient_step():
             return super().train_step(state, data)
         return gradient_train_step(self, state, data)
-
 
 
 def _scope(model, trainable, non_trainable, metrics=None, collect_losses=False):
@@ -48,10 +48,12 @@ def gradient_train_step(model, state, data):
 
     Parameter gradients: one forward pass of the whole model, `jax.vjp` of the
     vector of the K task losses and the extra loss (regularisers, `add_loss`,
-    soft sharing's penalty), then all K + 1 gradients from its pullback (`_task_vjps`:
-    batched with `jax.vmap` on accelerators, separate passes on the CPU)
-    over the rows of the identity as cotangents. The Gram matrix is summed over
-    the shared variables; the update is `sum_k a_k g_k + g_extra`.
+    soft sharing's penalty), then the K task gradients and, when the model has
+    extra loss terms, the extra loss's from its pullback (`_task_vjps`: batched
+    with `jax.vmap` on accelerators, separate passes on the CPU) over rows of the
+    identity as cotangents. They form one matrix: the Gram matrix is one product
+    over the shared variables' columns; the update `sum_k a_k g_k + g_extra` is
+    another, split back into variables.
 
     Representation gradients: the trunk and the heads are differentiated
     separately: the heads' vector-Jacobian products give the K gradients with
@@ -121,11 +123,13 @@ def gradient_train_step(model, state, data):
         (trunk_gradients,) = trunk_vjp(feature_cotangent)
         gradients = [h + t for h, t in zip(head_gradients, trunk_gradients)]
     else:
+        extra_terms = []
 
         def forward(trainable_values):
             y_pred, new_non_trainable, forward_losses = model.stateless_call(
                 trainable_values, non_trainable, x, training=True, return_losses=True
             )
+            extra_terms.append(len(forward_losses))
             vector, counts, new_metrics = losses_and_extra(
                 trainable_values, y_pred, new_non_trainable, forward_losses
             )
@@ -134,19 +138,33 @@ def gradient_train_step(model, state, data):
         _, vjp_function, aux = jax.vjp(forward, trainable, has_aux=True)
         y_pred, new_non_trainable, counts, new_metrics, vector = aux
         present = gm.present_tasks(vector[:num_tasks], counts)
-        # All K + 1 gradients (tasks, then the extra loss) from one batched pass.
-        (stacked,) = _task_vjps(vjp_function, jnp.eye(num_tasks + 1, dtype=vector.dtype))
-        task_gradients = [g[:num_tasks] for g in stacked]
-        extra_gradients = [g[num_tasks] for g in stacked]
-        blocks = [task_gradients[i] for i in model.shared_variable_indices]
-        gram = gm.mask_gram(gm.gram_of_blocks(blocks), present) / scale**2
+        # The K task gradients, then the extra loss's where the forward pass had one
+        # (known when tracing: a model without `add_loss` terms or regularisers saves a
+        # backward pass).
+        num_rows = num_tasks + (1 if extra_terms[-1] else 0)
+        cotangents = jnp.eye(num_tasks + 1, dtype=vector.dtype)[:num_rows]
+        (stacked,) = _task_vjps(vjp_function, cotangents)
+        # One (rows, P) matrix, the shared variables' columns first: one product for
+        # the Gram matrix, one (coefficients, then 1 for the extra loss) for the update.
+        shared = list(model.shared_variable_indices)
+        shared_set = set(shared)
+        order = shared + [i for i in range(len(stacked)) if i not in shared_set]
+        matrix = gm.flatten_blocks([stacked[i] for i in order])
+        width = sum(int(np.prod(stacked[i].shape[1:])) for i in shared)
+        rows = matrix[:num_tasks, :width]
+        gram = gm.mask_gram(rows @ rows.T, present) / scale**2
         losses = jnp.where(present, vector[:num_tasks], 0.0)
         coefficients, new_non_trainable = _coefficients(
             model, strategy, gram, losses, present, trainable, new_non_trainable
         )
-        gradients = gm.combine_task_gradients(
-            task_gradients, coefficients, present, extra_gradients
-        )
+        extra_rows = num_rows - num_tasks
+        weights = jnp.concatenate([coefficients, jnp.ones((extra_rows,), coefficients.dtype)])
+        kept = jnp.concatenate([present, jnp.ones((extra_rows,), bool)])
+        flat = gm.weighted_sum_of_rows(weights, gm.zero_absent(matrix, kept))
+        pieces = gm.split_columns(flat, [stacked[i].shape[1:] for i in order])
+        gradients = [None] * len(stacked)
+        for index, piece in zip(order, pieces):
+            gradients[index] = piece.astype(stacked[index].dtype)
 
     trainable, optimizer_variables = model.optimizer.stateless_apply(
         optimizer_variables, gradients, trainable

@@ -16,7 +16,6 @@ class TorchMultiTaskTrainer(BaseMultiTaskTrainer):
         return gradient_train_step(self, data)
 
 
-
 def gradient_train_step(model, data):
     """The eager torch step along `sum_k a_k g_k` (see the TensorFlow step for the method).
 
@@ -54,10 +53,7 @@ def gradient_train_step(model, data):
 
     if model.gradient_source == gm.REPRESENTATION:
         rows = torch.stack(
-            [
-                _grad_or_zeros(scaled[k], [representation])[0].reshape(-1)
-                for k in range(num_tasks)
-            ]
+            [_grad_or_zeros(scaled[k], [representation])[0].reshape(-1) for k in range(num_tasks)]
         )
         rows = gm.zero_absent(rows.float(), present)
         with torch.no_grad():
@@ -70,19 +66,23 @@ def gradient_train_step(model, data):
             torch.autograd.grad(scaled[k], values, retain_graph=True, allow_unused=True)
             for k in range(num_tasks)
         ]
-        stacked = [_stack([per_task[k][i] for k in range(num_tasks)], value) for i, value in
-                   enumerate(values)]
         extra_gradients = None
         if extra.requires_grad:
             extra_gradients = torch.autograd.grad(extra * scale, values, allow_unused=True)
         with torch.no_grad():
-            blocks = [stacked[i] for i in model.shared_variable_indices]
-            gram = gm.mask_gram(gm.gram_of_blocks(blocks), present) / scale**2
+            shared = model.shared_variable_indices
+            shapes = [tuple(value.shape) for value in values]
+            matrix = gm.task_gradient_matrix(
+                [[gradients[i] for i in shared] for gradients in per_task],
+                [shapes[i] for i in shared],
+            )
+            gram = gm.mask_gram(matrix @ matrix.T, present) / scale**2
             coefficients = gm.strategy_coefficients(strategy, gram, losses, present)
-            gradients = gm.combine_task_gradients(stacked, coefficients, present, extra_gradients)
+            gradients = gm.combine_task_gradient_lists(
+                per_task, matrix, shared, shapes, coefficients, present, extra_gradients
+            )
     gradients = [
-        torch.zeros_like(value) if g is None else g.detach()
-        for g, value in zip(gradients, values)
+        torch.zeros_like(value) if g is None else g.detach() for g, value in zip(gradients, values)
     ]
     with torch.no_grad():
         optimizer.apply(gradients, variables)
@@ -98,9 +98,3 @@ def gradient_train_step(model, data):
 def _grad_or_zeros(output, inputs):
     gradients = torch.autograd.grad(output, inputs, retain_graph=True, allow_unused=True)
     return [torch.zeros_like(i) if g is None else g for g, i in zip(gradients, inputs)]
-
-
-def _stack(gradients, value):
-    if all(g is None for g in gradients):
-        return None
-    return torch.stack([torch.zeros_like(value) if g is None else g for g in gradients])
