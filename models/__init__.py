@@ -28,23 +28,26 @@ image inputs):
 
 from kerasmtl.models.cgc import CGC, cgc
 from kerasmtl.models.classify_and_localize import classify_and_localize
-from kerasmtl.models.cross_stitch import cross_stitch
+from kerasmtl.models.cross_stitch import CrossStitchNetwork, cross_stitch
 from kerasmtl.models.detection_loss import DetectionLoss
 from kerasmtl.models.dselect_k import DSelectK, dselect_k
 from kerasmtl.models.gate_weights import gate_weights
 from kerasmtl.models.mmoe import MMoE, mmoe
-from kerasmtl.models.mtan import mtan
+from kerasmtl.models.mtan import MTAN, mtan
 from kerasmtl.models.ple import PLE, ple
 from kerasmtl.models.segment_and_detect import segment_and_detect
-from kerasmtl.models.shared_bottom import shared_bottom
+from kerasmtl.models.shared_bottom import SharedBottom, shared_bottom
 from kerasmtl.models.vision_language import vision_language
 
 __all__ = [
     "CGC",
+    "CrossStitchNetwork",
     "DSelectK",
     "DetectionLoss",
     "MMoE",
+    "MTAN",
     "PLE",
+    "SharedBottom",
     "cgc",
     "classify_and_localize",
     "cross_stitch",

@@ -1,4 +1,4 @@
-"""Pieces shared by the architectures: argument checks, experts, towers, configs (not public API)."""
+"""Pieces shared by the architectures: checks, experts, towers, configs (not public API)."""
 
 import keras
 

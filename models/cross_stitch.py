@@ -2,34 +2,26 @@
 
 import keras
 
+from kerasmtl import architecture_config as ac
 from kerasmtl.layers import CrossStitch
 from kerasmtl.models.architecture_utils import (
     apply_bottom,
+    base_config,
     check_factory,
     check_units,
+    deserialize_arguments,
     make_layer,
     task_outputs,
+    tower_names,
 )
 from kerasmtl.models.tabular_inputs import build_inputs
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import check_tasks
 
 
-def cross_stitch(
-    inputs,
-    tasks,
-    units=(32, 16),
-    blocks=None,
-    alpha_self=0.9,
-    channelwise=False,
-    tower_units=(),
-    tower=None,
-    activation="relu",
-    dropout=0.0,
-    embedding_dim=8,
-    name="cross_stitch",
-):
-    """Builds a cross-stitch network: parallel task networks joined by learned mixing.
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class CrossStitchNetwork(MultiTaskModel):
+    """A cross-stitch network: parallel task networks joined by learned mixing.
 
     From Misra et al., "Cross-stitch Networks for Multi-task Learning" (CVPR
     2016). Each task has its own column of blocks (by default `Dense` layers,
@@ -68,10 +60,150 @@ def cross_stitch(
         dropout: float, the dropout rate of the default towers.
         embedding_dim: int, the embedding size of categorical features.
         name: the model name.
+        **kwargs: `keras.Model` keyword arguments.
+
+    The config holds every argument; the layers built by `blocks` and
+    `tower=` (functions cannot be saved) are saved with
+    `keras.layers.serialize` and rebuilt from those configs.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerasmtl import Task
+    >>> model = CrossStitchNetwork({"features": (10,)},
+    ...                            [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse"),
+    ...                       Task("c", head=2, loss="mse")],
+    ...                            units=(8, 8), alpha_self=0.8)
+    >>> mixing = keras.ops.convert_to_numpy(model.get_layer("cross_stitch_0").mixing)
+    >>> mixing[0].astype("float64").round(2).tolist()
+    [0.8, 0.1, 0.1]
+    """
+
+    def __init__(
+        self,
+        inputs,
+        tasks,
+        *,
+        units=(32, 16),
+        blocks=None,
+        alpha_self=0.9,
+        channelwise=False,
+        tower_units=(),
+        tower=None,
+        activation="relu",
+        dropout=0.0,
+        embedding_dim=8,
+        name="cross_stitch",
+        **kwargs,
+    ):
+        check_tasks(tasks)
+        if len(tasks) < 2:
+            raise ValueError(
+                "A cross-stitch network mixes two or more task networks. "
+                f"Received: tasks={[task.name for task in tasks]}"
+            )
+        units = check_units(units, "units", allow_empty=False) if blocks is None else units
+        if blocks is not None and (not isinstance(blocks, (list, tuple)) or not blocks):
+            raise ValueError(
+                "`blocks` must be a non-empty list of functions `block(layer_name)` that each "
+                f"return a new Keras layer. Received: blocks={blocks!r}"
+            )
+        for block in blocks or ():
+            check_factory(block, "block")
+        tower_units = check_units(tower_units, "tower_units")
+        check_factory(tower, "tower")
+
+        # === Layers ===
+        def dense_block(size):
+            return lambda layer_name: keras.layers.Dense(
+                size, activation=activation, name=layer_name
+            )
+
+        factories = [dense_block(size) for size in units] if blocks is None else list(blocks)
+
+        # === Functional Model ===
+        model_inputs, features = build_inputs(inputs, embedding_dim)
+        features = apply_bottom(features, None)
+        columns = [features] * len(tasks)
+        for depth, block in enumerate(factories):
+            columns = [
+                make_layer(block, f"{task.name}_block_{depth}", "block")(column)
+                for task, column in zip(tasks, columns)
+            ]
+            columns = CrossStitch(
+                alpha_self=alpha_self, channelwise=channelwise, name=f"cross_stitch_{depth}"
+            )(columns)
+        outputs = task_outputs(
+            {task.name: column for task, column in zip(tasks, columns)},
+            tasks,
+            tower_units,
+            tower,
+            activation,
+            dropout,
+        )
+        super().__init__(model_inputs, outputs, tasks, name=name, **kwargs)
+
+        # === Config ===
+        self.units = units
+        self.blocks = None if blocks is None else list(blocks)
+        self.alpha_self = alpha_self
+        self.channelwise = channelwise
+        self.tower_units = tower_units
+        self.tower = tower
+        self.activation = activation
+        self.dropout = dropout
+        self.embedding_dim = embedding_dim
+        self._config_inputs = ac.serialize_inputs(inputs)
+
+    def get_config(self):
+        blocks = None
+        if self.blocks is not None:
+            blocks = [
+                ac.serialize_factory(
+                    self, block, [f"{task}_block_{depth}" for task in self.task_names]
+                )
+                for depth, block in enumerate(self.blocks)
+            ]
+        return {
+            **base_config(self),
+            "units": list(self.units),
+            "blocks": blocks,
+            "alpha_self": self.alpha_self,
+            "channelwise": self.channelwise,
+            "tower_units": list(self.tower_units),
+            "tower": ac.serialize_factory(self, self.tower, tower_names(self.tasks)),
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "embedding_dim": self.embedding_dim,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**deserialize_arguments(config))
+
+
+def cross_stitch(
+    inputs,
+    tasks,
+    units=(32, 16),
+    blocks=None,
+    alpha_self=0.9,
+    channelwise=False,
+    tower_units=(),
+    tower=None,
+    activation="relu",
+    dropout=0.0,
+    embedding_dim=8,
+    name="cross_stitch",
+):
+    """Builds a `CrossStitchNetwork`: parallel task networks joined by learned mixing.
+
+    The same as `CrossStitchNetwork(inputs, tasks, units=..., ...)`; see
+    `CrossStitchNetwork` for the method (Misra et al., CVPR 2016) and the
+    arguments.
 
     Returns:
-        A `kerasmtl.MultiTaskModel` with one output per task, keyed by task
-        name.
+        A `CrossStitchNetwork` with one output per task, keyed by task name.
 
     Example:
 
@@ -85,49 +217,17 @@ def cross_stitch(
     >>> mixing[0].astype("float64").round(2).tolist()
     [0.8, 0.1, 0.1]
     """
-    check_tasks(tasks)
-    if len(tasks) < 2:
-        raise ValueError(
-            "A cross-stitch network mixes two or more task networks. "
-            f"Received: tasks={[task.name for task in tasks]}"
-        )
-    if blocks is None:
-        units = check_units(units, "units", allow_empty=False)
-
-        def dense_block(size):
-            return lambda layer_name: keras.layers.Dense(
-                size, activation=activation, name=layer_name
-            )
-
-        blocks = [dense_block(size) for size in units]
-    elif not isinstance(blocks, (list, tuple)) or not blocks:
-        raise ValueError(
-            "`blocks` must be a non-empty list of functions `block(layer_name)` that each "
-            f"return a new Keras layer. Received: blocks={blocks!r}"
-        )
-    for block in blocks:
-        check_factory(block, "block")
-    tower_units = check_units(tower_units, "tower_units")
-    check_factory(tower, "tower")
-
-    # === Functional Model ===
-    model_inputs, features = build_inputs(inputs, embedding_dim)
-    features = apply_bottom(features, None)
-    columns = [features] * len(tasks)
-    for depth, block in enumerate(blocks):
-        columns = [
-            make_layer(block, f"{task.name}_block_{depth}", "block")(column)
-            for task, column in zip(tasks, columns)
-        ]
-        columns = CrossStitch(
-            alpha_self=alpha_self, channelwise=channelwise, name=f"cross_stitch_{depth}"
-        )(columns)
-    outputs = task_outputs(
-        {task.name: column for task, column in zip(tasks, columns)},
+    return CrossStitchNetwork(
+        inputs,
         tasks,
-        tower_units,
-        tower,
-        activation,
-        dropout,
+        units=units,
+        blocks=blocks,
+        alpha_self=alpha_self,
+        channelwise=channelwise,
+        tower_units=tower_units,
+        tower=tower,
+        activation=activation,
+        dropout=dropout,
+        embedding_dim=embedding_dim,
+        name=name,
     )
-    return MultiTaskModel(model_inputs, outputs, tasks, name=name)

@@ -130,9 +130,7 @@ class MMoE(MultiTaskModel):
             dropout=dropout,
             embedding_dim=embedding_dim,
         )
-        super().__init__(
-            model_inputs, outputs, tasks, representation=EXPERTS, name=name, **kwargs
-        )
+        super().__init__(model_inputs, outputs, tasks, representation=EXPERTS, name=name, **kwargs)
 
         # === Config ===
         self.num_experts = num_experts

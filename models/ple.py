@@ -187,9 +187,7 @@ class PLE(MultiTaskModel):
                     expert_indices=indices, name=f"{task.name}_mixture"
                 )(stacked, gate(task.name, task_inputs[task.name], len(indices)))
         outputs = task_outputs(mixed_by_task, tasks, tower_units, tower, activation, dropout)
-        super().__init__(
-            model_inputs, outputs, tasks, representation=EXPERTS, name=name, **kwargs
-        )
+        super().__init__(model_inputs, outputs, tasks, representation=EXPERTS, name=name, **kwargs)
 
         # === Config ===
         self.num_levels = num_levels

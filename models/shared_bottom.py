@@ -1,31 +1,28 @@
 """The shared-bottom multi-task model: one shared network, one tower per task."""
 
+import keras
+
+from kerasmtl import architecture_config as ac
 from kerasmtl.layers import Expert
 from kerasmtl.models.architecture_utils import (
     apply_bottom,
+    base_config,
     check_factory,
     check_units,
+    deserialize_arguments,
     make_layer,
+    serialize_bottom,
     task_outputs,
+    tower_names,
 )
 from kerasmtl.models.tabular_inputs import build_inputs
 from kerasmtl.multi_task_model import MultiTaskModel
 from kerasmtl.task import check_tasks
 
 
-def shared_bottom(
-    inputs,
-    tasks,
-    bottom_units=(32,),
-    tower_units=(8,),
-    bottom=None,
-    tower=None,
-    activation="relu",
-    dropout=0.0,
-    embedding_dim=8,
-    name="shared_bottom",
-):
-    """Builds the shared-bottom model: a shared network, then a tower and a head per task.
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class SharedBottom(MultiTaskModel):
+    """The shared-bottom model: a shared network, then a tower and a head per task.
 
     Hard parameter sharing (Caruana, "Multitask Learning", Machine Learning
     1997) in the form used as the baseline of the mixture-of-experts papers
@@ -58,17 +55,18 @@ def shared_bottom(
         dropout: float, the dropout rate of the default bottom and towers.
         embedding_dim: int, the embedding size of categorical features.
         name: the model name.
+        **kwargs: `keras.Model` keyword arguments.
 
-    Returns:
-        A `kerasmtl.MultiTaskModel` with one output per task, keyed by task
-        name. A feature map returned by `bottom` is averaged to a vector
-        before the towers.
+    A feature map returned by `bottom` is averaged to a vector before the
+    towers. The config holds every argument: a `bottom` layer is saved with
+    `keras.layers.serialize` (a bottom function: the graph it built), and
+    the towers built by `tower=` (a function cannot be saved) likewise.
 
     Example:
 
     >>> import numpy as np
     >>> from kerasmtl import Task
-    >>> model = shared_bottom(
+    >>> model = SharedBottom(
     ...     {"age": "numeric", "city": ("categorical", 10)},
     ...     [Task("income", head=1, loss="mse"), Task("married", head=1, loss="mse")],
     ...     bottom_units=(16,), tower_units=(4,))
@@ -79,22 +77,117 @@ def shared_bottom(
     >>> sorted(model.predict(x, verbose=0))
     ['income', 'married']
     """
-    check_tasks(tasks)
-    bottom_units = check_units(bottom_units, "bottom_units", allow_empty=False)
-    tower_units = check_units(tower_units, "tower_units")
-    check_factory(tower, "tower")
 
-    # === Layers ===
-    if bottom is None:
-        bottom = Expert(bottom_units, activation=activation, dropout=dropout, name="bottom")
-    elif hasattr(bottom, "built") and not bottom.built:
-        bottom = make_layer(lambda layer_name: bottom, "bottom", "bottom")
+    def __init__(
+        self,
+        inputs,
+        tasks,
+        *,
+        bottom_units=(32,),
+        tower_units=(8,),
+        bottom=None,
+        tower=None,
+        activation="relu",
+        dropout=0.0,
+        embedding_dim=8,
+        name="shared_bottom",
+        **kwargs,
+    ):
+        check_tasks(tasks)
+        bottom_units = check_units(bottom_units, "bottom_units", allow_empty=False)
+        tower_units = check_units(tower_units, "tower_units")
+        check_factory(tower, "tower")
 
-    # === Functional Model ===
-    model_inputs, features = build_inputs(inputs, embedding_dim)
-    shared = apply_bottom(features, bottom)
-    outputs = task_outputs(
-        {task.name: shared for task in tasks}, tasks, tower_units, tower, activation, dropout
+        # === Layers ===
+        if bottom is None:
+            bottom_layer = Expert(
+                bottom_units, activation=activation, dropout=dropout, name="bottom"
+            )
+        elif isinstance(bottom, keras.layers.Layer) and not bottom.built:
+            bottom_layer = make_layer(lambda layer_name: bottom, "bottom", "bottom")
+        else:
+            bottom_layer = bottom
+
+        # === Functional Model ===
+        model_inputs, features = build_inputs(inputs, embedding_dim)
+        shared = apply_bottom(features, bottom_layer)
+        outputs = task_outputs(
+            {task.name: shared for task in tasks}, tasks, tower_units, tower, activation, dropout
+        )
+        super().__init__(model_inputs, outputs, tasks, name=name, **kwargs)
+        if isinstance(bottom_layer, keras.layers.Layer):
+            self.representation = bottom_layer.name
+        else:
+            self.representation = ac.layer_called_once(self, shared)
+
+        # === Config ===
+        self.bottom_units = bottom_units
+        self.tower_units = tower_units
+        self.bottom = bottom
+        self.tower = tower
+        self.activation = activation
+        self.dropout = dropout
+        self.embedding_dim = embedding_dim
+        self._config_inputs = ac.serialize_inputs(inputs)
+        self._bottom_config = serialize_bottom(bottom, features, shared)
+
+    def get_config(self):
+        return {
+            **base_config(self),
+            "bottom_units": list(self.bottom_units),
+            "tower_units": list(self.tower_units),
+            "bottom": self._bottom_config,
+            "tower": ac.serialize_factory(self, self.tower, tower_names(self.tasks)),
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "embedding_dim": self.embedding_dim,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**deserialize_arguments(config))
+
+
+def shared_bottom(
+    inputs,
+    tasks,
+    bottom_units=(32,),
+    tower_units=(8,),
+    bottom=None,
+    tower=None,
+    activation="relu",
+    dropout=0.0,
+    embedding_dim=8,
+    name="shared_bottom",
+):
+    """Builds a `SharedBottom` model: a shared network, then a tower and a head per task.
+
+    The same as `SharedBottom(inputs, tasks, bottom_units=..., ...)`; see
+    `SharedBottom` for the method (Caruana, Machine Learning 1997) and the
+    arguments.
+
+    Returns:
+        A `SharedBottom` model with one output per task, keyed by task name.
+
+    Example:
+
+    >>> from kerasmtl import Task
+    >>> model = shared_bottom(
+    ...     {"features": (6,)},
+    ...     [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse")],
+    ...     bottom_units=(16,), tower_units=(4,))
+    >>> model.representation
+    'bottom'
+    """
+    return SharedBottom(
+        inputs,
+        tasks,
+        bottom_units=bottom_units,
+        tower_units=tower_units,
+        bottom=bottom,
+        tower=tower,
+        activation=activation,
+        dropout=dropout,
+        embedding_dim=embedding_dim,
+        name=name,
     )
-    representation = getattr(bottom, "name", None)
-    return MultiTaskModel(model_inputs, outputs, tasks, representation=representation, name=name)

@@ -355,7 +355,9 @@ def test_architecture_trains_saves_and_serves(architecture, tmp_path):
     path = os.path.join(tmp_path, f"{architecture}.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert type(loaded) is kerasmtl.MultiTaskModel
+    # The architecture's own class, with the same config (tests/test_architecture_configs.py).
+    assert type(loaded) is type(model) and type(model) is not kerasmtl.MultiTaskModel
+    assert loaded.get_config() == model.get_config()
     assert loaded.task_names == model.task_names
     _assert_outputs_close(loaded.predict(x, verbose=0), expected, atol=1e-6)
 

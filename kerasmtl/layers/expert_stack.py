@@ -48,8 +48,7 @@ class ExpertStack(keras.layers.Layer):
         shapes = [tuple(shape) for shape in experts_shape]
         if any(shape[1:] != shapes[0][1:] for shape in shapes):
             raise ValueError(
-                "`ExpertStack` needs expert outputs of one shape. "
-                f"Received: experts_shape={shapes}"
+                f"`ExpertStack` needs expert outputs of one shape. Received: experts_shape={shapes}"
             )
         return shapes
 
