@@ -7,8 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-import kerasmtl
 from kerasmtl.callbacks import LossWeightScheduler
+from kerasmtl.testing.models import regression_data, small_model
+from kerasmtl.testing.references import dwa_weights, softmax
 from kerasmtl.weighting import DWA, FAMO, RLW, Equal, Fixed, GradNorm, LossRatio, NashMTL
 
 # Runs on every backend (.ci/run repeats it on JAX and torch).
@@ -30,40 +31,13 @@ class _CountingDWA(DWA):
 
 
 def _model(strategy, seed=0):
-    keras.utils.set_random_seed(seed)
-    trunk = keras.Sequential([keras.layers.Dense(8, activation="relu")], name="trunk")
-    model = kerasmtl.hard_sharing(
-        {"features": (4,)},
-        trunk,
-        [kerasmtl.Task("a", head=1, loss="mse"), kerasmtl.Task("b", head=1, loss="mse")],
-    )
+    model = small_model(seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(0.01), weighting=strategy)
     return model
 
 
 def _data(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 4)).astype("float32")
-    return x, {
-        "a": rng.normal(size=(n, 1)).astype("float32"),
-        "b": 10.0 * rng.normal(size=(n, 1)).astype("float32"),
-    }
-
-
-def _softmax(x):
-    e = np.exp(x - np.max(x))
-    return e / e.sum()
-
-
-def _dwa_numpy(epoch_losses, temperature=2.0):
-    weights = []
-    for epoch in range(len(epoch_losses)):
-        if epoch > 1:
-            ratio = epoch_losses[epoch - 1] / epoch_losses[epoch - 2]
-            weights.append(len(ratio) * _softmax(ratio / temperature))
-        else:
-            weights.append(np.ones(len(epoch_losses[0])))
-    return np.array(weights)
+    return regression_data(n, scales=(1.0, 10.0), seed=seed)
 
 
 def _state(strategy):
@@ -89,7 +63,7 @@ def test_dwa_weights_change_across_epochs():
     history, _ = _fit_counting_dwa()
     weights = np.stack([history["a_weight"], history["b_weight"]], axis=1)
     losses = np.stack([history["a_loss"], history["b_loss"]], axis=1)
-    np.testing.assert_allclose(weights, _dwa_numpy(losses), rtol=RTOL)
+    np.testing.assert_allclose(weights, dwa_weights(losses)[:-1], rtol=RTOL)
     assert not np.allclose(weights[2], 1.0)  # the weights really changed
     assert not np.allclose(weights[2], weights[3])
     assert not [key for key in history if "next" in key]  # the logs are left alone
@@ -171,7 +145,7 @@ def test_non_finite_epoch_loss_warns_once_and_keeps_that_tasks_state():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(strategy.previous_losses), [0.2, 1.5])
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(strategy.loss_weights),
-        2 * _softmax(np.array([0.5, 0.75]) / 2.0),
+        2 * softmax(np.array([0.5, 0.75]) / 2.0),
         rtol=RTOL,
     )
 
@@ -278,7 +252,7 @@ def test_fit_adds_the_scheduler_itself_and_never_twice():
     history = model.fit(x, y, epochs=4, batch_size=16, verbose=0).history
     weights = np.stack([history["a_weight"], history["b_weight"]], axis=1)
     losses = np.stack([history["a_loss"], history["b_loss"]], axis=1)
-    np.testing.assert_allclose(weights, _dwa_numpy(losses), rtol=RTOL)
+    np.testing.assert_allclose(weights, dwa_weights(losses)[:-1], rtol=RTOL)
     assert not np.allclose(weights[3], 1.0)
 
     # An explicit scheduler is the only one: the same weights, not two updates per epoch.
