@@ -8,6 +8,11 @@ from kerasmtl.weighting import gram_utils
 from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
 
+#: The least-squares direction counts as zero when it explains less than this
+#: fraction of `U g_v = 1` (float32 noise explains ~1e-9 with `rcond=1e-5`).
+_EXPLAINED_FLOOR = 1e-6
+
+
 @keras.saving.register_keras_serializable(package="kerasmtl")
 class ConFIG(Weighting):
     """ConFIG: the direction with equal cosine to every task gradient, scaled by their projections.
@@ -44,7 +49,8 @@ class ConFIG(Weighting):
       rank of the gradients); then, as in the paper's least-squares solve,
       `g_v` is the least-squares direction and the projections are only as
       equal as it allows. Exactly opposite gradients give `g_v = 0` and a zero
-      update.
+      update; so does a direction that explains less than `1e-6` of
+      `||1||^2` (`||U g_v||^2 < 1e-6 K`: float32 rounding, not a direction).
     - A zero gradient (norm below `1e-7` times the largest) has no direction:
       its row is left out (the reference code's `g / (||g|| + eps)` makes it a
       zero row, which the least-squares solve ignores the same way); it gets
@@ -95,7 +101,9 @@ class ConFIG(Weighting):
         projections = ops.matmul(cosines, coefficients)  # <u_i, g_v>
         sq_length = ops.maximum(ops.sum(coefficients * projections), 0.0)
         magnitude = ops.sum(norms * projections)  # sum_i <g_i, g_v>
-        positive = sq_length > 0.0
+        # `||U g_v||^2 = c^T C c` is the part of `||1||^2 = K` that the least-squares
+        # direction explains; float32 rounding alone leaves ~1e-9 K when it is 0.
+        positive = sq_length > _EXPLAINED_FLOOR * ops.sum(ones)
         factor = ops.where(positive, magnitude / ops.where(positive, sq_length, 1.0), 0.0)
         weights = factor * coefficients * inverse_norms
         return ops.where(ops.all(ops.isfinite(weights)), weights, 0.0)
