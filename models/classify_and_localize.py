@@ -2,7 +2,8 @@
 
 import keras
 
-from kerasmtl.hard_sharing import hard_sharing
+from kerasmtl import architecture_config as ac
+from kerasmtl.hard_sharing import HardSharing
 from kerasmtl.task import Task
 
 from .architecture_utils import (
@@ -15,16 +16,9 @@ from .architecture_utils import (
 _POOLINGS = ("flatten", "avg", "max")
 
 
-def classify_and_localize(
-    input_shape=(64, 64, 3),
-    num_classes=10,
-    filters=(32, 64),
-    dense_units=128,
-    pooling="flatten",
-    trunk=None,
-    name="classify_and_localize",
-):
-    """Builds a model that classifies an image and regresses one box in it.
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class ClassifyAndLocalize(HardSharing):
+    """A model that classifies an image and regresses one box in it.
 
     A shared encoder reads the image once; two heads read its features: the
     class logits (task `"label"`) and four box coordinates squashed into
@@ -47,7 +41,10 @@ def classify_and_localize(
       a box with a NaN coordinate marks a sample without a box. Pass
       `compile(loss={"box": "huber"})` for a Huber loss instead.
 
-    The model is returned uncompiled: `model.compile(optimizer="adam")` uses
+    The config holds these arguments (`from_config` rebuilds the model); a
+    `trunk` is saved with `keras.layers.serialize`, as keras-hub saves a
+    task's backbone.
+    The model is built uncompiled: `model.compile(optimizer="adam")` uses
     the tasks' losses and metrics.
 
     Args:
@@ -69,15 +66,12 @@ def classify_and_localize(
             pooling="avg", input_shape=input_shape)`. Replaces the default
             encoder.
         name: the model name.
-
-    Returns:
-        A `kerasmtl.MultiTaskModel` with input `"image"` and outputs
-        `{"label": (batch, num_classes), "box": (batch, 4)}`.
+        **kwargs: `keras.Model` keyword arguments.
 
     Example:
 
     >>> import numpy as np
-    >>> model = classify_and_localize(input_shape=(16, 16, 3), num_classes=3,
+    >>> model = ClassifyAndLocalize(input_shape=(16, 16, 3), num_classes=3,
     ...                               filters=(8,), dense_units=16)
     >>> model.compile(optimizer="adam")
     >>> images = np.random.rand(4, 16, 16, 3).astype("float32")
@@ -87,69 +81,144 @@ def classify_and_localize(
     >>> {task: tuple(out.shape) for task, out in sorted(model.predict(images, verbose=0).items())}
     {'box': (4, 4), 'label': (4, 3)}
     """
-    input_shape = check_image_shape(input_shape, "input_shape")
-    check_positive_int(num_classes, "num_classes")
-    if dense_units is not None:
-        check_positive_int(dense_units, "dense_units")
-    if pooling not in _POOLINGS:
-        raise ValueError(
-            f"`pooling` must be one of {list(_POOLINGS)}. Received: pooling={pooling!r}"
-        )
-    if trunk is None:
-        filters = _filters_for(filters, input_shape)
-    elif not isinstance(trunk, keras.layers.Layer):
-        raise TypeError(
-            "`trunk` must be a Keras model or layer that maps the image to features, "
-            "e.g. keras.applications.ResNet50(weights=None, include_top=False, "
-            f"pooling='avg'). Received: trunk={trunk!r} of type {type(trunk).__name__}"
-        )
 
-    # === Layers ===
-    def encoder(image):
-        if trunk is None:
-            x = image
-            for index, block_filters in enumerate(filters, start=1):
-                x = keras.layers.Conv2D(
-                    block_filters,
-                    3,
-                    padding="same",
-                    activation="relu",
-                    name=f"block{index}_conv",
-                )(x)
-                x = keras.layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
-        else:
-            x = trunk(image)
-        if len(x.shape) == 4:
-            x = _pooling_layer(pooling)(x)
-        elif len(x.shape) != 2:
-            raise ValueError(
-                "`trunk` must return a vector per image (batch, features) or a feature "
-                "map (batch, height, width, channels). "
-                f"Received: trunk output shape={tuple(x.shape)}"
-            )
+    def __init__(
+        self,
+        *,
+        input_shape=(64, 64, 3),
+        num_classes=10,
+        filters=(32, 64),
+        dense_units=128,
+        pooling="flatten",
+        trunk=None,
+        name="classify_and_localize",
+        **kwargs,
+    ):
+        input_shape = check_image_shape(input_shape, "input_shape")
+        check_positive_int(num_classes, "num_classes")
         if dense_units is not None:
-            x = keras.layers.Dense(dense_units, activation="relu", name="features")(x)
-        return x
+            check_positive_int(dense_units, "dense_units")
+        if pooling not in _POOLINGS:
+            raise ValueError(
+                f"`pooling` must be one of {list(_POOLINGS)}. Received: pooling={pooling!r}"
+            )
+        if trunk is None:
+            filters = _filters_for(filters, input_shape)
+        elif not isinstance(trunk, keras.layers.Layer):
+            raise TypeError(
+                "`trunk` must be a Keras model or layer that maps the image to features, "
+                "e.g. keras.applications.ResNet50(weights=None, include_top=False, "
+                f"pooling='avg'). Received: trunk={trunk!r} of type {type(trunk).__name__}"
+            )
 
-    tasks = [
-        Task(
-            "label",
-            head=keras.layers.Dense(num_classes),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            mask_value=-1,
-        ),
-        Task(
-            "box",
-            head=keras.layers.Dense(4, activation="sigmoid"),
-            loss=keras.losses.MeanSquaredError(),
-            metrics=[keras.metrics.MeanAbsoluteError(name="mae")],
-        ),
-    ]
+        # === Layers ===
+        def encoder(image):
+            if trunk is None:
+                x = image
+                for index, block_filters in enumerate(filters, start=1):
+                    x = keras.layers.Conv2D(
+                        block_filters,
+                        3,
+                        padding="same",
+                        activation="relu",
+                        name=f"block{index}_conv",
+                    )(x)
+                    x = keras.layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
+            else:
+                x = trunk(image)
+            if len(x.shape) == 4:
+                x = _pooling_layer(pooling)(x)
+            elif len(x.shape) != 2:
+                raise ValueError(
+                    "`trunk` must return a vector per image (batch, features) or a feature "
+                    "map (batch, height, width, channels). "
+                    f"Received: trunk output shape={tuple(x.shape)}"
+                )
+            if dense_units is not None:
+                x = keras.layers.Dense(dense_units, activation="relu", name="features")(x)
+            return x
 
-    # === Functional Model ===
-    image = keras.Input(input_shape, name="image")
-    return hard_sharing(image, encoder, tasks, name=name)
+        tasks = [
+            Task(
+                "label",
+                head=keras.layers.Dense(num_classes),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                mask_value=-1,
+            ),
+            Task(
+                "box",
+                head=keras.layers.Dense(4, activation="sigmoid"),
+                loss=keras.losses.MeanSquaredError(),
+                metrics=[keras.metrics.MeanAbsoluteError(name="mae")],
+            ),
+        ]
+
+        # === Functional Model ===
+        image = keras.Input(input_shape, name="image")
+        super().__init__(image, encoder, tasks, name=name, **kwargs)
+
+        # === Config ===
+        # `input_shape` is a read-only property of Keras layers.
+        self._image_shape = input_shape
+        self.num_classes = num_classes
+        self.filters = filters
+        self.dense_units = dense_units
+        self.pooling = pooling
+        self.trunk = trunk
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "input_shape": list(self._image_shape),
+            "num_classes": self.num_classes,
+            "filters": None if self.filters is None else list(self.filters),
+            "dense_units": self.dense_units,
+            "pooling": self.pooling,
+            "trunk": None if self.trunk is None else ac.serialize_layer(self.trunk),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if config.get("trunk") is not None:
+            config["trunk"] = ac.deserialize_layer(config["trunk"])
+        return cls(**config)
+
+
+def classify_and_localize(
+    input_shape=(64, 64, 3),
+    num_classes=10,
+    filters=(32, 64),
+    dense_units=128,
+    pooling="flatten",
+    trunk=None,
+    name="classify_and_localize",
+):
+    """Builds a `ClassifyAndLocalize` model: `ClassifyAndLocalize(...)` with these arguments.
+
+    See `ClassifyAndLocalize` for the method and the arguments.
+
+    Returns:
+        A `ClassifyAndLocalize` model.
+
+    Example:
+
+    >>> model = classify_and_localize(input_shape=(16, 16, 3), num_classes=3,
+    ...                               filters=(8,), dense_units=16)
+    >>> sorted(model.get_config()["filters"]), model.representation
+    ([8], 'features')
+    """
+    return ClassifyAndLocalize(
+        input_shape=input_shape,
+        num_classes=num_classes,
+        filters=filters,
+        dense_units=dense_units,
+        pooling=pooling,
+        trunk=trunk,
+        name=name,
+    )
 
 
 def _pooling_layer(pooling):

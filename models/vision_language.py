@@ -14,20 +14,9 @@ from .architecture_utils import (
 )
 
 
-def vision_language(
-    image_shape=(32, 32, 3),
-    vocabulary_size=1000,
-    sequence_length=16,
-    embedding_dim=32,
-    num_heads=2,
-    num_classes=5,
-    filters=(16, 32),
-    image_grid=4,
-    dense_units=64,
-    dropout=0.0,
-    name="vision_language",
-):
-    """Builds an image-text model that matches pairs and classifies images.
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class VisionLanguage(MultiTaskModel):
+    """An image-text model that matches pairs and classifies images.
 
     Two modalities, aligned then fused:
 
@@ -61,7 +50,8 @@ def vision_language(
       categorical cross-entropy from logits, metric `"accuracy"`; class id
       `-1` marks a sample without a class label.
 
-    The model is returned uncompiled: `model.compile(optimizer="adam")` uses
+    The config holds these arguments (`from_config` rebuilds the model).
+    The model is built uncompiled: `model.compile(optimizer="adam")` uses
     the tasks' losses and metrics.
 
     Args:
@@ -80,17 +70,12 @@ def vision_language(
         dense_units: int, the units of the shared dense layer.
         dropout: float, the dropout rate on the attention weights.
         name: the model name.
-
-    Returns:
-        A `kerasmtl.MultiTaskModel` with inputs `"image"`
-        `(batch, *image_shape)` and `"tokens"` `(batch, sequence_length)`
-        (int ids) and outputs `{"match": (batch, 1), "label": (batch,
-        num_classes)}`.
+        **kwargs: `keras.Model` keyword arguments.
 
     Example:
 
     >>> import numpy as np
-    >>> model = vision_language(image_shape=(16, 16, 3), vocabulary_size=50,
+    >>> model = VisionLanguage(image_shape=(16, 16, 3), vocabulary_size=50,
     ...                         sequence_length=6, embedding_dim=8, num_heads=2,
     ...                         num_classes=3, filters=(8,), image_grid=2, dense_units=8)
     >>> model.compile(optimizer="adam")
@@ -101,84 +86,177 @@ def vision_language(
     >>> {task: tuple(out.shape) for task, out in sorted(model.predict(x, verbose=0).items())}
     {'label': (4, 3), 'match': (4, 1)}
     """
-    image_shape = check_image_shape(image_shape, "image_shape")
-    for arg_name, value in (
-        ("vocabulary_size", vocabulary_size),
-        ("sequence_length", sequence_length),
-        ("embedding_dim", embedding_dim),
-        ("num_heads", num_heads),
-        ("num_classes", num_classes),
-        ("image_grid", image_grid),
-        ("dense_units", dense_units),
+
+    def __init__(
+        self,
+        *,
+        image_shape=(32, 32, 3),
+        vocabulary_size=1000,
+        sequence_length=16,
+        embedding_dim=32,
+        num_heads=2,
+        num_classes=5,
+        filters=(16, 32),
+        image_grid=4,
+        dense_units=64,
+        dropout=0.0,
+        name="vision_language",
+        **kwargs,
     ):
-        check_positive_int(value, arg_name)
-    if vocabulary_size < 2:
-        raise ValueError(
-            "`vocabulary_size` must be at least 2: id 0 is padding. "
-            f"Received: vocabulary_size={vocabulary_size}"
+        image_shape = check_image_shape(image_shape, "image_shape")
+        for arg_name, value in (
+            ("vocabulary_size", vocabulary_size),
+            ("sequence_length", sequence_length),
+            ("embedding_dim", embedding_dim),
+            ("num_heads", num_heads),
+            ("num_classes", num_classes),
+            ("image_grid", image_grid),
+            ("dense_units", dense_units),
+        ):
+            check_positive_int(value, arg_name)
+        if vocabulary_size < 2:
+            raise ValueError(
+                "`vocabulary_size` must be at least 2: id 0 is padding. "
+                f"Received: vocabulary_size={vocabulary_size}"
+            )
+        if embedding_dim % num_heads:
+            raise ValueError(
+                "`embedding_dim` must be a multiple of `num_heads`, so that each head gets "
+                f"embedding_dim // num_heads dimensions. Received: embedding_dim={embedding_dim}, "
+                f"num_heads={num_heads}"
+            )
+        filters = _filters_for(filters, image_shape)
+
+        # === Layers ===
+        image = keras.Input(image_shape, name="image")
+        tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
+
+        x = image
+        for index, block_filters in enumerate(filters, start=1):
+            x = keras.layers.Conv2D(
+                block_filters, 3, padding="same", activation="relu", name=f"image_conv{index}"
+            )(x)
+            x = keras.layers.MaxPooling2D(2, name=f"image_pool{index}")(x)
+        x = keras.layers.AdaptiveAveragePooling2D(image_grid, name="image_grid")(x)
+        image_tokens = ChannelProjection(embedding_dim, name="image_projection")(x)
+
+        # `mask_zero=True`: the padding mask reaches `CrossAttentionFusion` as the
+        # Keras mask of its `context`, which fills its `context_mask` argument.
+        text_tokens = keras.layers.Embedding(
+            vocabulary_size, embedding_dim, mask_zero=True, name="token_embedding"
+        )(tokens)
+
+        fused = CrossAttentionFusion(
+            num_heads=num_heads,
+            key_dim=embedding_dim // num_heads,
+            dropout=dropout,
+            name="fusion",
+        )(image_tokens, text_tokens)
+        pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(fused)
+        features = keras.layers.Dense(dense_units, activation="relu", name="features")(pooled)
+        match = keras.layers.Dense(1, name="match")(features)
+        label = keras.layers.Dense(num_classes, name="label")(features)
+
+        tasks = [
+            Task(
+                "match",
+                loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                metrics=[
+                    keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+                    keras.metrics.AUC(from_logits=True, name="auc"),
+                ],
+                mask_value=-1,
+            ),
+            Task(
+                "label",
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                mask_value=-1,
+            ),
+        ]
+
+        # === Functional Model ===
+        super().__init__(
+            {"image": image, "tokens": tokens},
+            {"match": match, "label": label},
+            tasks,
+            representation="features",
+            name=name,
+            **kwargs,
         )
-    if embedding_dim % num_heads:
-        raise ValueError(
-            "`embedding_dim` must be a multiple of `num_heads`, so that each head gets "
-            f"embedding_dim // num_heads dimensions. Received: embedding_dim={embedding_dim}, "
-            f"num_heads={num_heads}"
-        )
-    filters = _filters_for(filters, image_shape)
 
-    # === Layers ===
-    image = keras.Input(image_shape, name="image")
-    tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
+        # === Config ===
+        self.image_shape = image_shape
+        self.vocabulary_size = vocabulary_size
+        self.sequence_length = sequence_length
+        self.embedding_dim = embedding_dim
+        self.num_heads = num_heads
+        self.num_classes = num_classes
+        self.filters = filters
+        self.image_grid = image_grid
+        self.dense_units = dense_units
+        self.dropout = dropout
 
-    x = image
-    for index, block_filters in enumerate(filters, start=1):
-        x = keras.layers.Conv2D(
-            block_filters, 3, padding="same", activation="relu", name=f"image_conv{index}"
-        )(x)
-        x = keras.layers.MaxPooling2D(2, name=f"image_pool{index}")(x)
-    x = keras.layers.AdaptiveAveragePooling2D(image_grid, name="image_grid")(x)
-    image_tokens = ChannelProjection(embedding_dim, name="image_projection")(x)
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "image_shape": list(self.image_shape),
+            "vocabulary_size": self.vocabulary_size,
+            "sequence_length": self.sequence_length,
+            "embedding_dim": self.embedding_dim,
+            "num_heads": self.num_heads,
+            "num_classes": self.num_classes,
+            "filters": list(self.filters),
+            "image_grid": self.image_grid,
+            "dense_units": self.dense_units,
+            "dropout": self.dropout,
+        }
 
-    # `mask_zero=True`: the padding mask reaches `CrossAttentionFusion` as the
-    # Keras mask of its `context`, which fills its `context_mask` argument.
-    text_tokens = keras.layers.Embedding(
-        vocabulary_size, embedding_dim, mask_zero=True, name="token_embedding"
-    )(tokens)
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
 
-    fused = CrossAttentionFusion(
+
+def vision_language(
+    image_shape=(32, 32, 3),
+    vocabulary_size=1000,
+    sequence_length=16,
+    embedding_dim=32,
+    num_heads=2,
+    num_classes=5,
+    filters=(16, 32),
+    image_grid=4,
+    dense_units=64,
+    dropout=0.0,
+    name="vision_language",
+):
+    """Builds a `VisionLanguage` model: the same as `VisionLanguage(...)` with these arguments.
+
+    See `VisionLanguage` for the method and the arguments.
+
+    Returns:
+        A `VisionLanguage` model.
+
+    Example:
+
+    >>> model = vision_language(image_shape=(16, 16, 3), vocabulary_size=50,
+    ...                         sequence_length=6, embedding_dim=8, num_heads=2,
+    ...                         num_classes=3, filters=(8,), image_grid=2, dense_units=8)
+    >>> model.get_config()["vocabulary_size"]
+    50
+    """
+    return VisionLanguage(
+        image_shape=image_shape,
+        vocabulary_size=vocabulary_size,
+        sequence_length=sequence_length,
+        embedding_dim=embedding_dim,
         num_heads=num_heads,
-        key_dim=embedding_dim // num_heads,
+        num_classes=num_classes,
+        filters=filters,
+        image_grid=image_grid,
+        dense_units=dense_units,
         dropout=dropout,
-        name="fusion",
-    )(image_tokens, text_tokens)
-    pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(fused)
-    features = keras.layers.Dense(dense_units, activation="relu", name="features")(pooled)
-    match = keras.layers.Dense(1, name="match")(features)
-    label = keras.layers.Dense(num_classes, name="label")(features)
-
-    tasks = [
-        Task(
-            "match",
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[
-                keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
-                keras.metrics.AUC(from_logits=True, name="auc"),
-            ],
-            mask_value=-1,
-        ),
-        Task(
-            "label",
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            mask_value=-1,
-        ),
-    ]
-
-    # === Functional Model ===
-    return MultiTaskModel(
-        {"image": image, "tokens": tokens},
-        {"match": match, "label": label},
-        tasks,
-        representation="features",
         name=name,
     )
 
