@@ -32,10 +32,10 @@ class CAGrad(Weighting):
     the average loss for `c < 1` (before rescaling).
 
     Deviations: LibMTL solves the dual with SciPy's SLSQP on the host; here it
-    is solved in the graph, exactly, by enumerating the supports of `w` (closed
-    form on each support, see `kerasmtl.weighting.solvers.conflict_averse_dual`)
-    for up to 10 tasks, and approximately (`num_iterations` projected-gradient
-    steps on the perspective reformulation plus an exact polish) beyond. When
+    is solved in the graph, exactly, with the closed form of the minimiser on
+    each support of `w` (see `kerasmtl.weighting.solvers.conflict_averse_dual`):
+    every support is enumerated for up to 5 tasks, and a primal active-set
+    method visits a few of them beyond. When
     the optimal `g_w` is numerically zero (`||g_w||^2 < 1e-8 max_k ||g_k||^2`,
     e.g. a task with a zero gradient at the optimum), every `d` in the ball that
     does not hurt any task is optimal and the direction `g_w / ||g_w||` is
@@ -51,8 +51,7 @@ class CAGrad(Weighting):
         c: the radius ratio `c >= 0` (LibMTL's `calpha`, whose command-line
             default is 0.5); 0.4 by default.
         rescale: 0, 1 (default) or 2, as LibMTL.
-        num_iterations: iterations of the fallback solver, used only for more
-            than 10 tasks.
+        num_iterations: the most active-set iterations (more than 5 tasks).
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:

@@ -34,10 +34,9 @@ class MGDA(Weighting):
 
     Deviations: LibMTL (and the paper) run Frank-Wolfe iterations, which
     converge slowly on ill-conditioned `G`; here the min-norm problem is solved
-    exactly in the graph by enumerating the active sets (supports) for
-    `K <= 10` tasks (see `kerasmtl.weighting.solvers.min_norm_point`), and by
-    FISTA (`num_iterations` steps) plus an exact polish on the found support for
-    more tasks.
+    exactly in the graph, by enumerating the active sets (supports) for up to 5
+    tasks and by Wolfe's active-set min-norm-point algorithm beyond (see
+    `kerasmtl.weighting.solvers.min_norm_point`).
 
     Absent tasks (no labelled sample in the batch, or a non-finite loss): the
     min-norm point is taken over the simplex of the present tasks only, as
@@ -47,7 +46,9 @@ class MGDA(Weighting):
 
     Args:
         normalization: `"none"` (default, as LibMTL), `"l2"`, `"loss"` or `"loss+"`.
-        num_iterations: FISTA iterations, used only for more than 10 tasks.
+        num_iterations: the most active-set iterations (more than 5 tasks);
+            the solver stops at the optimum, after about twice the size of the
+            optimal support.
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:

@@ -25,22 +25,27 @@ same result, as the problem built on the present tasks alone. Without it an
 absent task's zero gradient would be the min-norm point, and MGDA would stop
 every task.
 
-Solver choices. For `K <= MAX_ENUMERATION_TASKS` the three quadratic problems
-are solved *exactly* by enumerating every support (active set): on a fixed
-support the KKT conditions are linear (a closed form for CAGrad), so all
-`2^K - 1` candidates are solved in one batched linear solve. Each candidate is
-then made feasible (clipped and, on the simplex, renormalised), the true
-objective is evaluated, and the best one is kept. Every candidate is a feasible
-point, and the candidate of the optimal support is the optimum, so the result is
-the global minimum up to float32 rounding, whatever the conditioning of `G`
-(rank-deficient, duplicated or zero gradients included). The linear systems are
-solved after a Jacobi scaling (unit diagonal) with a tiny ridge
-`SUPPORT_RIDGE * I`, which keeps every system positive definite and biases the
-optimum only by `~1e-6` relative, by an unrolled batched Gauss-Jordan
-elimination (`solve_positive_definite`) that never fails.
-For larger `K` an accelerated projected gradient (FISTA with adaptive restart)
-runs for a fixed number of iterations, followed by one exact solve on the
-support it found ("polish"), kept only when it is better.
+Solver choices. All three quadratic-type problems are solved *exactly* (up to
+float32 rounding and a `~1e-6` relative ridge), at every `K`:
+
+- For `K <= ENUMERATION_UP_TO` (measured faster there) by enumerating every
+  support (active set): on a fixed support the KKT conditions are linear (a
+  closed form for CAGrad), so all `2^K - 1` candidates are solved in one
+  batched linear solve (`solve_positive_definite`, an unrolled Gauss-Jordan
+  elimination); each candidate is made feasible, the true objective evaluated,
+  and the best kept.
+- Beyond, by a primal active-set method (Wolfe's min-norm-point algorithm and
+  its analogue with bounds; Nocedal & Wright, Algorithm 16.3): a feasible
+  iterate, one masked `K x K` solve per step, one task entering or leaving
+  the free set per step, in an `ops.while_loop` that stops at the KKT point
+  (a static `num_iterations` only bounds it). It takes about twice the size of
+  the optimal support in steps (measured: ~20 steps at K = 20, ~35 at K = 40).
+
+The linear systems are solved after a Jacobi scaling (unit diagonal) with a
+tiny ridge `SUPPORT_RIDGE * I`, which keeps every system positive definite
+whatever the conditioning of `G` (rank-deficient, duplicated or zero gradients
+included) and biases the optimum only by `~1e-6` relative. `method=` selects
+either solver explicitly (`"enumeration"`, `"active_set"`; default `"auto"`).
 """
 
 import itertools

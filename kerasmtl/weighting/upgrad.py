@@ -30,9 +30,9 @@ class UPGrad(Weighting):
     `reg_eps=0.0` for the exact projection.
 
     Deviations: TorchJD solves the `K` quadratic programs with `quadprog` on the
-    host; here they are solved exactly in the graph by enumerating the active
-    sets for `K <= 10` (see `kerasmtl.weighting.solvers.lower_bounded_qp`) and by
-    `num_iterations` FISTA steps plus an exact polish beyond.
+    host; here they are solved exactly in the graph, by enumerating the active
+    sets for up to 5 tasks and by a primal active-set method (all `K` problems
+    at once) beyond (see `kerasmtl.weighting.solvers.lower_bounded_qp`).
 
     Absent tasks (no labelled sample in the batch, or a non-finite loss): the
     projections use the present tasks' gradients only and the absent tasks get
@@ -44,7 +44,8 @@ class UPGrad(Weighting):
         pref_vector: optional list of `K` floats, the preference weights `p`.
         norm_eps: trace threshold below which the Gram matrix is treated as zero.
         reg_eps: ridge added to the trace-normalised Gram matrix.
-        num_iterations: FISTA iterations, used only for more than 10 tasks.
+        num_iterations: the most active-set iterations (more than 5 tasks);
+            the solver stops once every problem is at its optimum.
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:
