@@ -12,6 +12,7 @@ import pytest
 
 import kerasmtl
 from kerasmtl import Task
+from kerasmtl.testing.models import small_model
 
 # Runs on every backend (.ci/run repeats it on JAX and torch).
 pytestmark = [pytest.mark.backend_neutral, pytest.mark.slow]
@@ -25,12 +26,7 @@ EPOCHS = 3
 
 
 def _model():
-    keras.utils.set_random_seed(0)
-    return kerasmtl.hard_sharing(
-        {"features": (6,)},
-        keras.layers.Dense(16, activation="tanh", name="trunk"),
-        [Task(name, head=1, loss="mse") for name in ("a", "b", "c")],
-    )
+    return small_model(("a", "b", "c"), num_features=6, units=16, activation="tanh")
 
 
 def _data():

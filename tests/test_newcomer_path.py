@@ -8,23 +8,18 @@ import pytest
 
 import kerasmtl
 from kerasmtl import Task
+from kerasmtl.testing.models import regression_data, small_model
 
 # Runs on every backend (.ci/run repeats it on JAX and torch).
 pytestmark = pytest.mark.backend_neutral
 
 
 def _data(num=16, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(num, 4)).astype("float32")
-    y = {name: rng.normal(size=(num, 1)).astype("float32") for name in ("a", "b")}
-    return x, y
+    return regression_data(num, seed=seed)
 
 
 def _model(seed=0):
-    keras.utils.set_random_seed(seed)
-    trunk = keras.layers.Dense(3, name="trunk")
-    tasks = [Task("a", head=1, loss="mse"), Task("b", head=1, loss="mse")]
-    return kerasmtl.hard_sharing({"features": (4,)}, trunk, tasks)
+    return small_model(units=3, activation=None, seed=seed)
 
 
 # === The first step of a gradient-based strategy ===

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-import kerasmtl
-from kerasmtl import Task
+from kerasmtl.testing.models import regression_data, small_model
+from kerasmtl.testing.references import to_numpy
 from kerasmtl.weighting import RLW, GradVac, PCGrad
 
 # Runs on every backend (.ci/run repeats it on JAX and torch).
@@ -20,25 +20,13 @@ FIT = dict(batch_size=16, shuffle=False, verbose=0)
 
 
 def _model(strategy, seed=0):
-    keras.utils.set_random_seed(seed)
-    model = kerasmtl.hard_sharing(
-        {"features": (5,)},
-        keras.layers.Dense(8, activation="tanh", name="trunk"),
-        [Task(name, head=1, loss="mse") for name in ("a", "b", "c")],
-    )
+    model = small_model(("a", "b", "c"), num_features=5, activation="tanh", seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), weighting=strategy)
     return model
 
 
 def _data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 5)).astype("float32")
-    y = {name: rng.normal(size=(64, 1)).astype("float32") for name in ("a", "b", "c")}
-    return x, y
-
-
-def _value(variable):
-    return keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(variable))
+    return regression_data(64, num_features=5, names=("a", "b", "c"))
 
 
 def _assert_bit_exact(reference, resumed):
@@ -47,7 +35,7 @@ def _assert_bit_exact(reference, resumed):
     assert len(reference.weights) == len(resumed.weights)
     for expected, actual in zip(reference.weights, resumed.weights):
         assert expected.shape == actual.shape
-        np.testing.assert_array_equal(_value(actual), _value(expected), err_msg=expected.path)
+        np.testing.assert_array_equal(to_numpy(actual), to_numpy(expected), err_msg=expected.path)
 
 
 class _Interrupt(keras.callbacks.Callback):
@@ -68,7 +56,10 @@ def test_backup_and_restore_resumes_bit_exactly(name, tmp_path):
         interrupted.fit(x, y, epochs=4, callbacks=[backup, _Interrupt()], **FIT)
     resumed = _model(STRATEGIES[name](), seed=1)  # other starting weights: all must come back
     history = resumed.fit(
-        x, y, epochs=4, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))],
+        x,
+        y,
+        epochs=4,
+        callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))],
         **FIT,
     )
     assert len(history.history["loss"]) == 2  # epochs 2 and 3 only
