@@ -50,8 +50,11 @@ DEFAULT_STRATEGIES = [
 
 
 class _EpochTimer:
+    """Wall-clock and CPU seconds (`time.process_time`: all threads) of each epoch."""
+
     def __init__(self):
         self.times = []
+        self.cpu_times = []
 
     def callback(self, keras):
         timer = self
@@ -59,9 +62,11 @@ class _EpochTimer:
         class Timer(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 self.start = time.perf_counter()
+                self.cpu_start = time.process_time()
 
             def on_epoch_end(self, epoch, logs=None):
                 timer.times.append(time.perf_counter() - self.start)
+                timer.cpu_times.append(time.process_time() - self.cpu_start)
 
         return Timer()
 
@@ -163,7 +168,7 @@ def _first_epoch(args):
         timer = _EpochTimer()
         model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[timer.callback(keras)])
         row = {"variant": variant, "first_s": timer.times[0], "second_s": timer.times[1],
-               "traces": traces[0]}
+               "first_cpu_s": timer.cpu_times[0], "traces": traces[0]}
         if keras.backend.backend() == "tensorflow":
             row["graph_nodes"] = _graph_nodes(model, x[:16], {k: v[:16] for k, v in y.items()})
         rows.append(row)
@@ -220,8 +225,11 @@ def _first_epoch_rounds(args):
     base = args.variants[0]
     for variant in args.variants:
         ratios = [r[variant]["first_s"] / r[base]["first_s"] for r in rounds]
+        cpu_ratios = [r[variant]["first_cpu_s"] / r[base]["first_cpu_s"] for r in rounds]
         row = {
             "variant": variant,
+            "first_cpu_s": float(statistics.median([r[variant]["first_cpu_s"] for r in rounds])),
+            "x_plain_cpu": float(statistics.median(cpu_ratios)),
             "first_s": float(statistics.median([r[variant]["first_s"] for r in rounds])),
             "second_s": float(statistics.median([r[variant]["second_s"] for r in rounds])),
             "x_plain": float(statistics.median(ratios)),
@@ -261,16 +269,18 @@ def _print_table(results, first_epoch):
                 reference[(row.get("tasks"), row["variant"])] = row
     if first_epoch:
         print("| backend (device) | variant | first epoch s | x plain | x plain per round "
-              "| second epoch s | traces | graph nodes |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| first epoch CPU s | x plain (CPU) | second epoch s | traces | graph nodes |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for result in results:
             base = result["rows"][0]
             for row in result["rows"]:
                 ratios = row.get("x_plain_all", [row["first_s"] / base["first_s"]])
+                cpu_ratio = row.get("x_plain_cpu", row["first_cpu_s"] / base["first_cpu_s"])
                 print(
                     f"| {result['backend']} ({result['device']}) | {row['variant']} | "
                     f"{row['first_s']:.1f} | {row.get('x_plain', ratios[0]):.2f} | "
-                    f"{' '.join(f'{r:.2f}' for r in ratios)} | {row['second_s']:.1f} | "
+                    f"{' '.join(f'{r:.2f}' for r in ratios)} | {row['first_cpu_s']:.1f} | "
+                    f"{cpu_ratio:.2f} | {row['second_s']:.1f} | "
                     f"{row['traces']} | {row.get('graph_nodes', '-')} |"
                 )
         return
