@@ -12,6 +12,12 @@ import pytest
 
 import kerasmtl
 from kerasmtl import Task
+from kerasmtl.testing.models import (
+    classification_and_regression_data,
+    classification_and_regression_tasks,
+    small_model,
+)
+from kerasmtl.testing.references import to_numpy
 
 # Runs on every backend (.ci/run repeats it on JAX and torch).
 pytestmark = pytest.mark.backend_neutral
@@ -20,35 +26,13 @@ pytestmark = pytest.mark.backend_neutral
 
 
 def _model(tasks=None, seed=0):
-    keras.utils.set_random_seed(seed)
     if tasks is None:
-        tasks = [
-            Task(
-                "a",
-                head=3,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],
-                mask_value=-1,
-            ),
-            Task("b", head=2, loss="mse", metrics=["mae"]),
-        ]
-    trunk = keras.Sequential([keras.layers.Dense(8, activation="relu")], name="trunk")
-    return kerasmtl.hard_sharing({"features": (4,)}, trunk, tasks)
+        tasks = classification_and_regression_tasks(mask_value=-1)
+    return small_model(tasks, seed=seed)
 
 
 def _data(n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 4)).astype("float32")
-    return x, {
-        "a": rng.integers(0, 3, size=(n,)).astype("int64"),
-        "b": rng.normal(size=(n, 2)).astype("float32"),
-    }
-
-
-def _numpy(variable):
-    # Of the value: a Keras variable's own `__array__` warns under NumPy 2, and torch will
-    # not convert a tensor that requires grad.
-    return keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(variable))
+    return classification_and_regression_data(n, seed=seed)
 
 
 def _dataset(x, y, *extra, batch_size=8):
@@ -96,7 +80,7 @@ def test_valid_weights_are_kept():
     assert Task("t", loss_weight=0).loss_weight == 0.0
     model = _model()
     model.compile(optimizer="sgd", loss_weights={"a": 0, "b": np.float64(2.0)})
-    np.testing.assert_allclose(_numpy(model.weighting.loss_weights), [0, 2])
+    np.testing.assert_allclose(to_numpy(model.weighting.loss_weights), [0, 2])
 
 
 # === Names ===
@@ -163,7 +147,13 @@ def test_evaluate_list_lines_up_with_metrics_names():
     # Known before the first step, in the same order.
     assert before == model.metrics_names
     assert set(before) == {
-        "loss", "a_loss", "b_loss", "a_weight", "b_weight", "a_accuracy", "b_mae"
+        "loss",
+        "a_loss",
+        "b_loss",
+        "a_weight",
+        "b_weight",
+        "a_accuracy",
+        "b_mae",
     }
     logs = model.test_on_batch(x, y)
     assert len(logs) == len(model.metrics_names)
@@ -240,7 +230,7 @@ def test_class_id_out_of_range_is_caught_before_training(bad, shown):
     model.compile(optimizer="sgd")
     x, y = _data()
     y["a"][[1, 5]] = bad
-    weights_before = [_numpy(w).copy() for w in model.trainable_weights]
+    weights_before = [to_numpy(w).copy() for w in model.trainable_weights]
     with pytest.raises(
         ValueError,
         match=rf"Labels for task 'a' hold 2 class id\(s\) outside the valid range \[0, 3\).*"
@@ -248,7 +238,7 @@ def test_class_id_out_of_range_is_caught_before_training(bad, shown):
     ):
         model.fit(x, y, epochs=1, verbose=0)
     for before, after in zip(weights_before, model.trainable_weights):
-        np.testing.assert_array_equal(before, _numpy(after))
+        np.testing.assert_array_equal(before, to_numpy(after))
     with pytest.raises(ValueError, match=r"task 'a' hold 2 class id"):
         model.evaluate(x, y, verbose=0)
     with pytest.raises(ValueError, match=r"task 'a' hold 2 class id"):
@@ -377,9 +367,7 @@ def test_task_without_labels_logs_nan_not_a_score_in_fit():
     model.compile(optimizer="adam")
     x, y = _data(n=32)
     y["a"][:] = -1  # task a is absent from the whole data set
-    history = model.fit(
-        x, y, epochs=2, batch_size=8, validation_data=(x, y), verbose=0
-    ).history
+    history = model.fit(x, y, epochs=2, batch_size=8, validation_data=(x, y), verbose=0).history
     for key in ("a_loss", "a_accuracy", "val_a_loss", "val_a_accuracy"):
         assert all(math.isnan(value) for value in history[key]), (key, history[key])
     for key in ("loss", "b_loss", "b_mae", "a_weight", "b_weight", "val_b_loss", "val_loss"):

@@ -6,47 +6,24 @@ import pytest
 
 import kerasmtl
 from kerasmtl import Task
+from kerasmtl.testing.models import (
+    classification_and_regression_data,
+    classification_and_regression_tasks,
+    small_model,
+)
+from kerasmtl.testing.references import log_softmax, to_numpy
 
 # Runs on every backend (.ci/run repeats it on JAX and torch).
 pytestmark = pytest.mark.backend_neutral
 
 
-def _tasks(mask_a=None):
-    return [
-        Task(
-            "a",
-            head=3,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            mask_value=mask_a,
-        ),
-        Task("b", head=2, loss="mse", metrics=["mae"]),
-    ]
-
-
 def _model(mask_a=None, seed=0):
-    keras.utils.set_random_seed(seed)
-    trunk = keras.Sequential([keras.layers.Dense(16, activation="relu")], name="trunk")
-    return kerasmtl.hard_sharing({"features": (8,)}, trunk, _tasks(mask_a))
+    tasks = classification_and_regression_tasks(mask_value=mask_a)
+    return small_model(tasks, num_features=8, units=16, seed=seed)
 
 
 def _data(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 8)).astype("float32")
-    ya = rng.integers(0, 3, size=(n,)).astype("int64")
-    yb = rng.normal(size=(n, 2)).astype("float32")
-    return x, {"a": ya, "b": yb}
-
-
-def _numpy(variable):
-    # Of the value: a Keras variable's own `__array__` warns on JAX under NumPy 2, and torch
-    # will not convert a tensor that requires grad.
-    return keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(variable))
-
-
-def _log_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return classification_and_regression_data(n, num_features=8, seed=seed)
 
 
 def test_two_task_fit_with_dict_labels_logs_per_task_entries():
@@ -68,7 +45,7 @@ def test_total_loss_is_weighted_sum_of_task_losses():
     x, y = _data(n=32)
     logs = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
     pred = model.predict(x, verbose=0)
-    loss_a = -np.mean(_log_softmax(pred["a"])[np.arange(32), y["a"]])
+    loss_a = -np.mean(log_softmax(pred["a"])[np.arange(32), y["a"]])
     loss_b = np.mean((pred["b"] - y["b"]) ** 2)
     np.testing.assert_allclose(logs["a_loss"], loss_a, rtol=1e-5)
     np.testing.assert_allclose(logs["b_loss"], loss_b, rtol=1e-5)
@@ -136,7 +113,7 @@ def test_masked_loss_matches_numpy_on_labelled_samples_only():
     pred = model.predict(x, verbose=0)
     keep_a = y["a"] != -1
     keep_b = ~np.isnan(y["b"]).any(axis=1)
-    loss_a = -np.mean(_log_softmax(pred["a"][keep_a])[np.arange(keep_a.sum()), y["a"][keep_a]])
+    loss_a = -np.mean(log_softmax(pred["a"][keep_a])[np.arange(keep_a.sum()), y["a"][keep_a]])
     loss_b = np.mean((pred["b"][keep_b] - y["b"][keep_b]) ** 2)
     np.testing.assert_allclose(logs["a_loss"], loss_a, rtol=1e-5)
     np.testing.assert_allclose(logs["b_loss"], loss_b, rtol=1e-5)
@@ -152,21 +129,21 @@ def test_all_masked_batch_adds_exactly_zero_and_trains_without_nan():
     x, y = _data(n=16)
     y["a"][:] = -1
     losses, counts = model.compute_task_losses(y, model(x))
-    assert float(_numpy(losses[0])) == 0.0
-    assert float(_numpy(counts[0])) == 0.0
+    assert float(to_numpy(losses[0])) == 0.0
+    assert float(to_numpy(counts[0])) == 0.0
     pred = model.predict(x, verbose=0)
     np.testing.assert_allclose(
-        float(_numpy(losses[1])), np.mean((pred["b"] - y["b"]) ** 2), rtol=1e-5
+        float(to_numpy(losses[1])), np.mean((pred["b"] - y["b"]) ** 2), rtol=1e-5
     )
-    head_a_before = [_numpy(w).copy() for w in model.get_layer("a").weights]
+    head_a_before = [to_numpy(w).copy() for w in model.get_layer("a").weights]
     logs = model.train_on_batch(x, y, return_dict=True)
     # No label for task a: its loss and accuracy have no value (NaN, not a score of 0).
     assert np.isnan(logs["a_loss"]) and np.isnan(logs["a_accuracy"])
     assert np.isfinite(logs["b_loss"]) and np.isfinite(logs["loss"])
-    assert all(np.all(np.isfinite(_numpy(w))) for w in model.weights)
+    assert all(np.all(np.isfinite(to_numpy(w))) for w in model.weights)
     # No label for task a: its head gets a zero gradient and does not move.
     for before, after in zip(head_a_before, model.get_layer("a").weights):
-        np.testing.assert_array_equal(before, _numpy(after))
+        np.testing.assert_array_equal(before, to_numpy(after))
 
 
 def test_segmentation_ignore_label_is_masked_per_pixel():
@@ -191,11 +168,11 @@ def test_segmentation_ignore_label_is_masked_per_pixel():
     losses, _ = model.compute_task_losses({"seg": y}, model(x))
     pred = keras.ops.convert_to_numpy(model(x)["seg"])
     keep = y != 255
-    log_p = _log_softmax(pred)
+    log_p = log_softmax(pred)
     reference = -np.mean(
         np.take_along_axis(log_p, np.where(keep, y, 0)[..., None], -1)[..., 0][keep]
     )
-    np.testing.assert_allclose(float(_numpy(losses[0])), reference, rtol=1e-5)
+    np.testing.assert_allclose(float(to_numpy(losses[0])), reference, rtol=1e-5)
 
 
 def test_keras_round_trip_keeps_class_tasks_predictions_and_weights(tmp_path):
@@ -210,7 +187,7 @@ def test_keras_round_trip_keeps_class_tasks_predictions_and_weights(tmp_path):
     assert type(loaded) is kerasmtl.MultiTaskModel
     assert loaded.task_names == ["a", "b"]
     assert loaded.tasks[0].mask_value == -1
-    np.testing.assert_allclose(_numpy(loaded.weighting.loss_weights), [0.3, 0.7])
+    np.testing.assert_allclose(to_numpy(loaded.weighting.loss_weights), [0.3, 0.7])
     expected, got = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
     for name in ("a", "b"):
         np.testing.assert_array_equal(expected[name], got[name])
@@ -354,14 +331,12 @@ def test_soft_sharing_penalty_matches_numpy_and_is_logged(tmp_path):
     ]
     model = kerasmtl.soft_sharing({"features": (5,)}, _tower, tasks, penalty=0.1)
     assert model.towers == ["a_tower", "b_tower", "c_tower"]
-    weights = [[_numpy(w) for w in model.get_layer(t).trainable_weights] for t in model.towers]
+    weights = [[to_numpy(w) for w in model.get_layer(t).trainable_weights] for t in model.towers]
     reference = 0.0
     for i in range(3):
         for j in range(i + 1, 3):
             reference += sum(np.sum((u - v) ** 2) for u, v in zip(weights[i], weights[j]))
-    np.testing.assert_allclose(
-        float(_numpy(model.sharing_penalty())), 0.1 * reference, rtol=1e-5
-    )
+    np.testing.assert_allclose(float(to_numpy(model.sharing_penalty())), 0.1 * reference, rtol=1e-5)
 
     model.compile(optimizer="sgd")
     rng = np.random.default_rng(0)
@@ -375,15 +350,15 @@ def test_soft_sharing_penalty_matches_numpy_and_is_logged(tmp_path):
     # The penalty pulls the towers together.
     model.compile(optimizer=keras.optimizers.SGD(0.05))
     model.fit(x, y, epochs=5, batch_size=16, verbose=0)
-    assert float(_numpy(model.sharing_penalty())) < 0.1 * reference
+    assert float(to_numpy(model.sharing_penalty())) < 0.1 * reference
 
     path = tmp_path / "soft.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert type(loaded) is kerasmtl.SoftSharingModel and loaded.penalty == 0.1
     np.testing.assert_allclose(
-        float(_numpy(loaded.sharing_penalty())),
-        float(_numpy(model.sharing_penalty())),
+        float(to_numpy(loaded.sharing_penalty())),
+        float(to_numpy(model.sharing_penalty())),
         rtol=1e-6,
     )
 
@@ -423,8 +398,10 @@ def test_fit_accepts_callbacks_by_position():
 
 def test_one_task_list_builds_independent_models():
     head = keras.layers.Dense(1)  # a template, unbuilt and not named after the task
-    tasks = [Task("a", head=head, loss="mse", metrics=[keras.metrics.MeanAbsoluteError()]),
-             Task("b", head=2, loss="mse")]
+    tasks = [
+        Task("a", head=head, loss="mse", metrics=[keras.metrics.MeanAbsoluteError()]),
+        Task("b", head=2, loss="mse"),
+    ]
     first = kerasmtl.hard_sharing({"features": (3,)}, keras.layers.Dense(4, name="trunk"), tasks)
     second = kerasmtl.hard_sharing({"features": (3,)}, keras.layers.Dense(4, name="trunk"), tasks)
     for name in ("a", "b"):
@@ -452,7 +429,8 @@ def test_built_head_template_is_copied_with_its_weights():
     template = keras.layers.Dense(2, name="a")
     template.build((None, 4))
     model = kerasmtl.hard_sharing(
-        {"features": (3,)}, keras.layers.Dense(4, name="trunk"),
+        {"features": (3,)},
+        keras.layers.Dense(4, name="trunk"),
         [Task("a", head=template, loss="mse"), Task("b", head=1, loss="mse")],
     )
     copy = model.get_layer("a")
