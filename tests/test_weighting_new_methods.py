@@ -20,13 +20,13 @@ from test_weighting_projection import HARD_CASES, imtlg_reference
 import kerasmtl
 from kerasmtl import Task, weighting
 from kerasmtl.weighting import (
+    DBMTL,
     IMTL,
     IMTLG,
     RLW,
     STCH,
     AlignedMTL,
     ConFIG,
-    DBMTL,
     DualProj,
     Equal,
     ExcessMTL,
@@ -332,8 +332,10 @@ def imtl_reference(jacobians, losses, learning_rate, optimizer):
 def test_imtl_matches_algorithm_1_over_steps(case, optimizer):
     base = HARD_CASES[case]
     rng = np.random.default_rng(7)
-    jacobians = [base + 0.1 * np.abs(base).max() * rng.normal(size=base.shape) * (base != 0)
-                 for _ in range(6)]
+    jacobians = [
+        base + 0.1 * np.abs(base).max() * rng.normal(size=base.shape) * (base != 0)
+        for _ in range(6)
+    ]
     losses = [rng.uniform(0.2, 5.0, size=len(base)) for _ in range(6)]
     strategy = IMTL(learning_rate=0.2, optimizer=optimizer)
     directions, history = imtl_reference(jacobians, losses, 0.2, optimizer)
@@ -410,11 +412,16 @@ def test_stch_weights_are_the_gradient_of_the_smooth_tchebycheff_function():
     strategy.has_minimum.assign(np.ones(3, "float32"))
     weights = _numpy(strategy.compute_weights(ops.convert_to_tensor(losses.astype("float32"))))
     step = 1e-6
-    gradient = np.array([
-        (stch_value(losses + step * e, ideal, mu, preferences)
-         - stch_value(losses - step * e, ideal, mu, preferences)) / (2 * step)
-        for e in np.eye(3)
-    ])
+    gradient = np.array(
+        [
+            (
+                stch_value(losses + step * e, ideal, mu, preferences)
+                - stch_value(losses - step * e, ideal, mu, preferences)
+            )
+            / (2 * step)
+            for e in np.eye(3)
+        ]
+    )
     np.testing.assert_allclose(weights, 3.0 * gradient, rtol=1e-5)
 
 
@@ -553,8 +560,9 @@ def _step(strategy, jacobian, losses, present=None):
     mask = None if present is None else ops.convert_to_tensor(present)
     if present is not None:
         losses = np.where(present, losses, 0.0)
-    return _numpy(strategy.combine(ops.convert_to_tensor(losses.astype("float32")),
-                                   present=mask)[1])
+    return _numpy(
+        strategy.combine(ops.convert_to_tensor(losses.astype("float32")), present=mask)[1]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -577,8 +585,9 @@ def test_absent_task_is_the_strategy_on_the_present_ones(name):
         for key, value in before.items():
             if value.ndim == 1 and value.shape[0] == 3:
                 assert after[key][1] == value[1], key
-                np.testing.assert_allclose(after[key][KEPT], _state(two)[key], rtol=2e-5,
-                                           atol=1e-7, err_msg=key)
+                np.testing.assert_allclose(
+                    after[key][KEPT], _state(two)[key], rtol=2e-5, atol=1e-7, err_msg=key
+                )
 
 
 # (The trainers pass `present` to gradient strategies, non-finite losses included.)
@@ -646,8 +655,7 @@ def test_state_is_saved_and_resumed_in_keras_files(name, tmp_path):
     x, y = _data()
     model.fit(x, y, epochs=2, batch_size=8, verbose=0)
     state = _state(model.weighting)
-    assert any(np.any(value != 0.0) for key, value in state.items()
-               if key != "last_coefficients")
+    assert any(np.any(value != 0.0) for key, value in state.items() if key != "last_coefficients")
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -727,7 +735,9 @@ def test_get_none_is_the_compile_default():
     model.compile(optimizer="sgd")
     assert type(model.weighting) is Fixed
     strategy.build((2,))
-    np.testing.assert_array_equal(_numpy(strategy.loss_weights), _numpy(model.weighting.loss_weights))
+    np.testing.assert_array_equal(
+        _numpy(strategy.loss_weights), _numpy(model.weighting.loss_weights)
+    )
 
 
 @pytest.mark.parametrize(
@@ -770,7 +780,10 @@ def test_invalid_arguments(factory, message):
 
 @pytest.mark.parametrize(
     "strategy, name",
-    [(DualProj(pref_vector=[1.0, 2.0]), "pref_vector"), (STCH(preference=[1.0, 2.0]), "preference")],
+    [
+        (DualProj(pref_vector=[1.0, 2.0]), "pref_vector"),
+        (STCH(preference=[1.0, 2.0]), "preference"),
+    ],
 )
 def test_preference_length_checked(strategy, name):
     with pytest.raises(ValueError, match=f"`{name}` has 2 values but the model has 3 tasks"):

@@ -7,7 +7,6 @@ from kerasmtl.checks import check_number
 from kerasmtl.weighting import gram_utils
 from kerasmtl.weighting.base_weighting import Weighting, gram_inputs
 
-
 #: The least-squares direction counts as zero when it explains less than this
 #: fraction of `U g_v = 1` (float32 noise explains ~1e-9 with `rcond=1e-5`).
 _EXPLAINED_FLOOR = 1e-6

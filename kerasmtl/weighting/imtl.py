@@ -103,10 +103,16 @@ class IMTL(IMTLG):
         )
         if self.optimizer == "adam":
             self.scales_momentum = self.add_weight(
-                shape=(self.num_tasks,), initializer="zeros", trainable=False, name="scales_momentum"
+                shape=(self.num_tasks,),
+                initializer="zeros",
+                trainable=False,
+                name="scales_momentum",
             )
             self.scales_velocity = self.add_weight(
-                shape=(self.num_tasks,), initializer="zeros", trainable=False, name="scales_velocity"
+                shape=(self.num_tasks,),
+                initializer="zeros",
+                trainable=False,
+                name="scales_velocity",
             )
             # Per task, int32 (JAX warns on int64): an absent task's bias correction stays.
             self.iterations = self.add_weight(
