@@ -14,18 +14,7 @@ from kerasmtl.evaluation import (
     task_report,
     train_single_task_baselines,
 )
-
-
-def _reference_delta_m(multi, single, higher):
-    """NumPy reference: tasks is a list of lists of (multi, single, higher) per metric."""
-    per_task = []
-    for task_multi, task_single, task_higher in zip(multi, single, higher):
-        m = np.asarray(task_multi, dtype="float64")
-        b = np.asarray(task_single, dtype="float64")
-        sign = np.where(np.asarray(task_higher), 1.0, -1.0)
-        per_task.append(np.mean(sign * (m - b) / b))
-    return 100.0 * np.mean(per_task)
-
+from kerasmtl.testing import references
 
 # === delta-m ===
 
@@ -43,7 +32,7 @@ def test_delta_m_matches_numpy_with_mixed_directions():
         "depth": {"mse": 0.041, "mae": 0.149},
         "cls": {"auc": 0.731},
     }
-    expected = _reference_delta_m(
+    expected = references.delta_m(
         [[0.81, 0.52], [0.034, 0.151], [0.702]],
         [[0.78, 0.47], [0.041, 0.149], [0.731]],
         [[True, False], [False, False], [True]],
@@ -81,7 +70,7 @@ def test_delta_m_task_keyed_results_need_directions():
     multi, single = {"left": 0.9, "right": 0.3}, {"left": 0.8, "right": 0.4}
     with pytest.raises(ValueError, match=r"task 'left'.*higher_is_better"):
         delta_m(multi, single)
-    expected = _reference_delta_m([[0.9], [0.3]], [[0.8], [0.4]], [[True], [False]])
+    expected = references.delta_m([[0.9], [0.3]], [[0.8], [0.4]], [[True], [False]])
     got = delta_m(multi, single, higher_is_better={"left": True, "right": False})
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     np.testing.assert_allclose(

@@ -22,6 +22,7 @@ from kerasmtl.export import (
     verify_export,
     write_warmup_requests,
 )
+from kerasmtl.testing.references import softmax
 
 pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
 
@@ -30,8 +31,11 @@ NUM_CLASSES = 3
 
 def _tasks():
     return [
-        Task("digit", head=NUM_CLASSES,
-             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        Task(
+            "digit",
+            head=NUM_CLASSES,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ),
         Task("size", head=1, loss="mse"),
     ]
 
@@ -68,16 +72,11 @@ def exports(trained, tmp_path_factory):
     return {"base": base, "raw": raw, "processed": processed}
 
 
-def _softmax(logits):
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def _reference(model, x):
     """The served outputs with postprocess='auto', computed in NumPy from the Keras model."""
     raw = model.predict(x, verbose=0)
     return {
-        "digit": _softmax(raw["digit"].astype("float64")),
+        "digit": softmax(raw["digit"]),
         "digit_class_ids": np.argmax(raw["digit"], axis=-1),
         "size": raw["size"],
     }
@@ -98,9 +97,19 @@ def test_saved_model_cli_lists_named_input_and_task_outputs(exports):
     if cli is None:
         pytest.skip("saved_model_cli is not on PATH")
     result = subprocess.run(
-        [cli, "show", "--dir", exports["processed"], "--tag_set", "serve",
-         "--signature_def", "serving_default"],
-        capture_output=True, text=True, timeout=300,
+        [
+            cli,
+            "show",
+            "--dir",
+            exports["processed"],
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -117,8 +126,10 @@ def test_layout_and_signatures(exports):
     base = exports["base"]
     assert sorted(os.listdir(base / "two_tasks")) == ["1", "2"]  # no staging folder left
     assert exports["raw"] == os.path.join(base, "two_tasks", "1")
-    for key, outputs in (("raw", ["digit", "size"]),
-                         ("processed", ["digit", "digit_class_ids", "size"])):
+    for key, outputs in (
+        ("raw", ["digit", "size"]),
+        ("processed", ["digit", "digit_class_ids", "size"]),
+    ):
         meta_graph = _meta_graph(exports[key])
         assert list(meta_graph.meta_info_def.tags) == ["serve"]
         signature = meta_graph.signature_def["serving_default"]
@@ -148,7 +159,8 @@ def test_saved_variables_are_exactly_the_layer_weights(trained, exports):
         # Each weight is stored once in the checkpoint, with the trained values.
         checkpoint = os.path.join(export_dir, "variables", "variables")
         stored = [
-            name for name, _ in tf.train.list_variables(checkpoint)
+            name
+            for name, _ in tf.train.list_variables(checkpoint)
             if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
         ]
         assert len(stored) == len(layer_weights)
@@ -274,8 +286,10 @@ def test_model_with_two_named_inputs(tmp_path):
     )
     model.compile(optimizer="adam")
     rng = np.random.default_rng(1)
-    x = {"pixels": rng.normal(size=(8, 4)).astype("float32"),
-         "metadata": rng.normal(size=(8, 2)).astype("float32")}
+    x = {
+        "pixels": rng.normal(size=(8, 4)).astype("float32"),
+        "metadata": rng.normal(size=(8, 2)).astype("float32"),
+    }
     model.fit(x, _data(8)[1], epochs=1, verbose=0)
     export_dir = export_for_serving(model, tmp_path, postprocess="auto", warmup_inputs=x)
     signature = _meta_graph(export_dir).signature_def["serving_default"]
@@ -293,11 +307,13 @@ def test_auto_postprocess_reads_the_losses():
     inputs = keras.Input((4,), name="features")
     hidden = keras.layers.Dense(4)(inputs)
     tasks = [
-        Task("logits", head=3,
-             loss=keras.losses.CategoricalCrossentropy(from_logits=True)),
+        Task("logits", head=3, loss=keras.losses.CategoricalCrossentropy(from_logits=True)),
         Task("binary", head=1, loss=keras.losses.BinaryCrossentropy(from_logits=True)),
-        Task("softmaxed", head=keras.layers.Dense(3, activation="softmax"),
-             loss="sparse_categorical_crossentropy"),
+        Task(
+            "softmaxed",
+            head=keras.layers.Dense(3, activation="softmax"),
+            loss="sparse_categorical_crossentropy",
+        ),
         Task("value", head=1, loss="mse"),
     ]
     outputs = {task.name: task.build_head()(hidden) for task in tasks}
