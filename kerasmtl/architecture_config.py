@@ -17,6 +17,9 @@ plain values into JSON-friendly configs and back:
   features is saved, and replayed on the new inputs with the same layers.
 """
 
+import copy
+import json
+
 import keras
 
 from kerasmtl.task import Task
@@ -74,8 +77,8 @@ def serialize_layer(layer):
 
 
 def deserialize_layer(config):
-    """A new, unbuilt layer from `serialize_layer`'s config."""
-    return keras.layers.deserialize(config)
+    """A new layer from `serialize_layer`'s config (which Keras would change: a copy)."""
+    return keras.layers.deserialize(copy.deepcopy(config))
 
 
 def serialize_tasks(model, tasks):
@@ -178,12 +181,13 @@ class SerializedGraph:
         self.graph = graph
 
     def __call__(self, inputs):
-        model = keras.Model.from_config(self.graph)
-        # The same layers (`clone_function` returns each one), called on `inputs`.
-        replay = keras.models.clone_model(
-            model, input_tensors=inputs, clone_function=lambda layer: layer
-        )
-        return replay.output
+        # A copy: `from_config` pops keys from the dict it reads.
+        model = keras.Model.from_config(copy.deepcopy(self.graph))
+        # The same layers called on `inputs`, node by node, as `Functional.call` runs
+        # them (`keras.models.clone_model` would wrap an intermediate tensor in a new
+        # `Input`, cutting it from the model's inputs). `_run_through_graph` is the
+        # graph walk of keras/src/ops/function.py; Keras has no public name for it.
+        return model._run_through_graph(inputs, operation_fn=lambda operation: operation)
 
     def get_config(self):
         return {"graph": self.graph}
@@ -191,6 +195,21 @@ class SerializedGraph:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def graph_config(inputs, outputs, name):
+    """The config of the functional graph from `inputs` to `outputs`, with stable names.
+
+    An intermediate tensor as a graph input becomes an `InputLayer` named after the
+    tensor (`keras_tensor_123CLONE`), a counter that differs from one build to the
+    next; it is renamed `{name}_input_{i}`, so a rebuilt model has the same config.
+    """
+    config = keras.Model(inputs, outputs, name=name).get_config()
+    text = json.dumps(config)
+    for index, layer in enumerate(config["layers"]):
+        if layer["class_name"] == "InputLayer" and layer["name"].startswith("keras_tensor"):
+            text = text.replace(f'"{layer["name"]}"', f'"{name}_input_{index}"')
+    return json.loads(text)
 
 
 def layer_called_once(model, tensor):

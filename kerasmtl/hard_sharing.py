@@ -72,8 +72,7 @@ class HardSharing(MultiTaskModel):
         self._config_inputs = ac.serialize_inputs(inputs)
         self._trunk_graph = None
         if not isinstance(trunk, keras.layers.Layer):
-            graph = keras.Model(model_inputs, features, name="trunk_graph")
-            self._trunk_graph = graph.get_config()
+            self._trunk_graph = ac.graph_config(model_inputs, features, "trunk_graph")
 
     def get_config(self):
         if isinstance(self.trunk, keras.layers.Layer):

@@ -217,8 +217,7 @@ def serialize_bottom(bottom, features, shared):
         return None
     if isinstance(bottom, keras.layers.Layer):
         return ac.serialize_layer(bottom)
-    graph = keras.Model(features, shared, name="bottom_graph")
-    return {"graph": graph.get_config()}
+    return {"graph": ac.graph_config(features, shared, "bottom_graph")}
 
 
 def deserialize_arguments(config):
