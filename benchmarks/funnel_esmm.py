@@ -9,7 +9,7 @@ the entire impression space through pCTCVR = pCTR * pCVR.
 Data: `kerasmtl.data.funnel.make_funnel` (a known funnel; `--selection-bias` sets how
 much the click-driving features also raise conversion). Each seed draws a new world
 and new impressions (train and test from one call) and new initial weights.
-Models, all with the same embeddings sizes and towers:
+Models, all with the same embedding sizes and towers:
 
 - `naive`: embeddings -> tower -> sigmoid, BCE on the clicked training impressions
   only (the conversion label exists only there), the same number of epochs;
@@ -26,11 +26,17 @@ only (where the naive model is trained), and the mean estimate minus the mean tr
 CVR over all impressions (calibration bias). Prints mean +- 95% confidence interval
 (Student t over seeds).
 
+Default run: 40000 training and 40000 test impressions per seed (click rate about
+9.5%), towers 32-16, embeddings of 8, 3 epochs of batch 512, Adam 3e-3, seeds 0-9:
+about 19 s per seed for the three models, 3-3.5 minutes in all on 2 shared CPU cores
+(TensorFlow backend), measured 2026-11-30.
+
 Usage:
 
-    python benchmarks/funnel_esmm.py [--seeds 0 1 2 3 4] [--models naive esmm aitm]
+    python benchmarks/funnel_esmm.py [--seeds 0 1 ... 9] [--models naive esmm aitm]
         [--num-train 40000] [--num-test 40000] [--epochs 3] [--batch-size 512]
-        [--selection-bias 1.0]
+        [--selection-bias 1.0] [--click-bias -3.0] [--num-users 500] [--num-items 200]
+        [--conversion-scale 1.0] [--tower-units 32 16] [--embedding-dim 8] [--alpha 0.6]
 """
 
 import argparse
@@ -123,7 +129,7 @@ def estimate_cvr(name, data, train, test, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--num-train", type=int, default=40000)
     parser.add_argument("--num-test", type=int, default=40000)
