@@ -264,14 +264,53 @@ def _float64(x):
     return keras.ops.convert_to_numpy(x).astype("float64")
 
 
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_active_set_solvers_match_brute_force(name):
+    """The active-set method (used beyond `ENUMERATION_UP_TO` tasks) on every hard case.
+
+    Up to 5 tasks `method="auto"` enumerates supports, so the strategy tests
+    below check the enumeration; here the same cases go through the active-set
+    method and must reach the brute-force float64 optimum as well.
+    """
+    j, gram = _gram(name)
+    num = len(gram)
+    scale = np.diag(gram).max()
+    normalized = gram / scale
+    min_norm_point = _compiled(lambda g: solvers.min_norm_point(g, method="active_set"))
+    weights = _float64(min_norm_point(gram.astype("float32")))
+    assert weights.min() >= 0.0 and abs(weights.sum() - 1.0) <= 1e-6
+    value, reference = _reference_min_norm(gram)
+    assert abs(weights @ gram @ weights - value) <= RTOL * value + 1e-6 * scale
+    assert np.linalg.norm(j.T @ (weights - reference)) <= RTOL * np.sqrt(scale)
+
+    lower = np.eye(num) / num
+    problem = normalized + 1e-4 * np.eye(num)  # UPGrad's default ridge: a unique optimum
+    lower_bounded_qp = _compiled(lambda g, b: solvers.lower_bounded_qp(g, b, method="active_set"))
+    projections = _float64(lower_bounded_qp(problem.astype("float32"), lower.astype("float32")))
+    assert np.all(projections >= lower - 1e-7)
+    for row, bound in zip(projections, lower):
+        reference = _reference_lower_bounded(problem, bound)
+        np.testing.assert_allclose(row, reference, rtol=RTOL, atol=RTOL * np.abs(reference).max())
+
+    conflict_averse_dual = _compiled(
+        lambda g: solvers.conflict_averse_dual(g, 0.4, method="active_set")[0]
+    )
+    weights = _float64(conflict_averse_dual(gram.astype("float32")))
+    assert weights.min() >= 0.0 and abs(weights.sum() - 1.0) <= 1e-6
+    f_ref, _, radius = _reference_cagrad_dual(normalized, 0.4)
+    b = np.full(num, 1.0 / num)
+    f = weights @ normalized @ b + radius * np.sqrt(max(weights @ normalized @ weights, 0.0))
+    assert f <= f_ref + RTOL * abs(f_ref) + 1e-6
+
+
 @pytest.mark.parametrize("num_tasks", [12])
-def test_iterative_fallbacks_for_many_tasks(num_tasks):
-    """Beyond 10 tasks the QPs use FISTA plus an exact polish."""
+def test_active_set_solvers_for_many_tasks(num_tasks):
+    """Beyond `ENUMERATION_UP_TO` tasks (here 12) `method="auto"` runs the active-set method."""
     rng = np.random.default_rng(5)
     j = rng.normal(size=(num_tasks, DIM))
     j[0] *= 10.0
     gram = j @ j.T
-    # Compiled where the backend compiles: the fixed-length loops would be slow eagerly.
+    # Compiled where the backend compiles (torch runs the while loops eagerly).
     min_norm_point = _compiled(solvers.min_norm_point)
     lower_bounded_qp = _compiled(solvers.lower_bounded_qp)
     conflict_averse_dual = _compiled(lambda gram: solvers.conflict_averse_dual(gram, 0.4))
