@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import kerasmtl
 from kerasmtl import Task, layers, models, weighting
+from kerasmtl.layers.expert_stack import ExpertStack
 from kerasmtl.testing import run_layer_test
 
 # Runs on every backend (.ci/run repeats it on JAX and torch).
@@ -117,6 +118,12 @@ def test_public_names_are_exported():
     for name in ("shared_bottom", "mmoe", "cgc", "ple", "cross_stitch", "mtan", "dselect_k",
                  "gate_weights"):
         assert name in models.__all__ and callable(getattr(models, name))
+    for name in ("SharedBottom", "MMoE", "CGC", "PLE", "CrossStitchNetwork", "MTAN", "DSelectK",
+                 "ClassifyAndLocalize", "SegmentAndDetect", "VisionLanguage"):
+        assert name in models.__all__
+        assert issubclass(getattr(models, name), kerasmtl.MultiTaskModel)
+    for name in ("HardSharing", "SoftSharing"):
+        assert name in kerasmtl.__all__ and issubclass(getattr(kerasmtl, name), kerasmtl.MultiTaskModel)
 
 
 # === Layer contracts ===
@@ -139,6 +146,9 @@ def test_public_names_are_exported():
         (layers.Gate, {"num_experts": 1}, _random(3, 5), (3, 1), 0, False),
         (layers.ExpertMixture, {}, {"experts": _random(3, 4, 6), "gates": _random(3, 4)},
          (3, 6), 0, False),
+        (layers.ExpertMixture, {"expert_indices": [3, 0]},
+         {"experts": _random(3, 4, 6), "gates": _random(3, 2)}, (3, 6), 0, False),
+        (ExpertStack, {}, [_random(3, 5), _random(3, 5), _random(3, 5)], (3, 3, 5), 0, False),
         (layers.CrossStitch, {"alpha_self": 0.8}, [_random(3, 6), _random(3, 6), _random(3, 6)],
          [(3, 6)] * 3, 1, True),
         (layers.CrossStitch, {"channelwise": True, "data_format": "channels_first"},
@@ -182,6 +192,19 @@ def test_expert_mixture_matches_numpy_for_lists_stacks_and_maps():
     np.testing.assert_allclose(_numpy(mixture(stacked, gates)), expected, atol=1e-6)
     with pytest.raises(ValueError, match="2 gate weights for 3 experts"):
         layers.ExpertMixture()(experts, gates[:, :2])
+    # A subset of a stack, in the order of the gate weights (a CGC task's own + shared).
+    selected = layers.ExpertMixture(expert_indices=[2, 0])(stacked, gates[:, :2])
+    expected = (
+        gates[:, 0, None, None, None] * experts[2] + gates[:, 1, None, None, None] * experts[0]
+    )
+    np.testing.assert_allclose(_numpy(selected), expected, atol=1e-6)
+    np.testing.assert_allclose(_numpy(ExpertStack()(experts)), stacked, atol=0)
+    with pytest.raises(ValueError, match="beyond the 3 of the stack"):
+        layers.ExpertMixture(expert_indices=[0, 3])(stacked, gates[:, :2])
+    with pytest.raises(ValueError, match="not from a list"):
+        layers.ExpertMixture(expert_indices=[0, 1])(experts, gates[:, :2])
+    with pytest.raises(ValueError, match="non-negative integers"):
+        layers.ExpertMixture(expert_indices=[-1])
 
 
 def test_gate_weights_are_a_softmax_of_the_logits():
