@@ -123,7 +123,8 @@ def test_public_names_are_exported():
         assert name in models.__all__
         assert issubclass(getattr(models, name), kerasmtl.MultiTaskModel)
     for name in ("HardSharing", "SoftSharing"):
-        assert name in kerasmtl.__all__ and issubclass(getattr(kerasmtl, name), kerasmtl.MultiTaskModel)
+        assert name in kerasmtl.__all__
+        assert issubclass(getattr(kerasmtl, name), kerasmtl.MultiTaskModel)
 
 
 # === Layer contracts ===
