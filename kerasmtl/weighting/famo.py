@@ -130,15 +130,7 @@ class FAMO(Weighting):
         if self.logits_optimizer == "adam":
             self.logits_momentum = state("logits_momentum")
             self.logits_velocity = state("logits_velocity")
-            # Per task: an absent task's moments do not move, so neither does its
-            # bias correction. int32: JAX warns on int64 (x64 disabled).
-            self.iterations = self.add_weight(
-                shape=(self.num_tasks,),
-                initializer="zeros",
-                trainable=False,
-                dtype="int32",
-                name="iterations",
-            )
+            self.iterations = optimizer_steps.add_step_counts(self, self.num_tasks)
 
     def compute_weights(self, losses, present=None):
         present = present_tasks(losses, present)
@@ -190,11 +182,7 @@ class FAMO(Weighting):
         else:
             iterations = ops.convert_to_tensor(self.iterations) + ops.cast(valid, "int32")
             direction, momentum, velocity = optimizer_steps.masked_adam_direction(
-                gradient,
-                ops.convert_to_tensor(self.logits_momentum),
-                ops.convert_to_tensor(self.logits_velocity),
-                iterations,
-                valid,
+                gradient, self.logits_momentum, self.logits_velocity, iterations, valid
             )
             step = self.learning_rate * direction
             self.iterations.assign(iterations)

@@ -109,14 +109,7 @@ class GradNorm(Weighting):
         self.initial_losses = self.add_weight(
             shape=(self.num_tasks,), initializer="zeros", trainable=False, name="initial_losses"
         )
-        # Per task (an absent task's moments do not move); int32: JAX warns on int64.
-        self.iterations = self.add_weight(
-            shape=(self.num_tasks,),
-            initializer="zeros",
-            dtype="int32",
-            trainable=False,
-            name="iterations",
-        )
+        self.iterations = optimizer_steps.add_step_counts(self, self.num_tasks)
         if self.optimizer == "adam":
             self.first_moment = self.add_weight(
                 shape=(self.num_tasks,), initializer="zeros", trainable=False, name="first_moment"
@@ -156,11 +149,7 @@ class GradNorm(Weighting):
         counts = iterations + ops.cast(update, "int32")
         if self.optimizer == "adam":
             delta, first, second = optimizer_steps.masked_adam_direction(
-                gradient,
-                ops.convert_to_tensor(self.first_moment),
-                ops.convert_to_tensor(self.second_moment),
-                counts,
-                update,
+                gradient, self.first_moment, self.second_moment, counts, update
             )
             self.first_moment.assign(first)
             self.second_moment.assign(second)

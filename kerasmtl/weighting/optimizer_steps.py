@@ -15,6 +15,18 @@ ADAM_BETA_2 = 0.999
 ADAM_EPSILON = 1e-8
 
 
+def add_step_counts(layer, num_entries, name="iterations"):
+    """Adds to `layer` a non-trainable int32 step count per entry, starting at 0.
+
+    Per entry, so that an entry left out of a step (an absent task) keeps its
+    count and hence its bias correction; int32, since JAX warns on int64 (x64
+    disabled).
+    """
+    return layer.add_weight(
+        shape=(num_entries,), initializer="zeros", trainable=False, dtype="int32", name=name
+    )
+
+
 def masked_adam_direction(
     gradient,
     first_moment,
@@ -41,8 +53,8 @@ def masked_adam_direction(
 
     Args:
         gradient: float32 tensor, the gradient of each entry.
-        first_moment: float32 tensor of the same shape, `m` before the step.
-        second_moment: float32 tensor of the same shape, `v` before the step.
+        first_moment: float32 tensor (or variable) of the same shape, `m` before the step.
+        second_moment: float32 tensor (or variable) of the same shape, `v` before the step.
         counts: int tensor of the same shape, the number of steps each entry
             has taken including this one (`t`; the caller adds the mask).
         mask: bool tensor of the same shape, the entries that take the step.
@@ -63,6 +75,9 @@ def masked_adam_direction(
     >>> [round(float(d), 4) for d in direction]  # the first step is sign(g)
     [1.0, 0.0]
     """
+    # Variables as tensors first: `ops.where` on a raw variable fails under JAX tracing.
+    first_moment = ops.convert_to_tensor(first_moment)
+    second_moment = ops.convert_to_tensor(second_moment)
     gradient = ops.where(mask, gradient, 0.0)
     first = ops.where(mask, beta_1 * first_moment + (1.0 - beta_1) * gradient, first_moment)
     second = ops.where(
