@@ -788,3 +788,46 @@ def test_invalid_arguments(factory, message):
 def test_preference_length_checked(strategy, name):
     with pytest.raises(ValueError, match=f"`{name}` has 2 values but the model has 3 tasks"):
         strategy.build((3,))
+
+
+@pytest.mark.backend_only(
+    "tensorflow",
+    reason="tf.function (and XLA) tracing; on JAX test_every_strategy_runs_inside_jax_jit "
+    "(test_weighting_jax_and_resume.py) checks every registered strategy under jax.jit; "
+    "torch runs eagerly",
+)
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_traced_matches_eager(name, jit_compile):
+    import tensorflow as tf
+
+    eager, traced = FACTORIES[name](3), FACTORIES[name](3)
+    eager.build((3,))
+    traced.build((3,))
+    rng = np.random.default_rng(4)
+    present = np.array([True, True, True])
+    if traced.requires_gradients:
+        step = tf.function(traced.compute_weights_from_gram, jit_compile=jit_compile)
+    else:
+        step = tf.function(lambda losses: traced.combine(losses)[1], jit_compile=jit_compile)
+    for index in range(3):
+        jacobian = rng.normal(size=(3, 6))
+        jacobian[0] *= 30.0
+        losses = rng.uniform(0.2, 3.0, size=3)
+        if index == 2:
+            present = np.array([True, False, True])
+        expected = _step(eager, jacobian, losses, present)
+        if traced.requires_gradients:
+            gram = np.where(present[:, None] & present[None, :], jacobian @ jacobian.T, 0.0)
+            actual = step(
+                tf.constant(gram, "float32"),
+                tf.constant(np.where(present, losses, 0.0), "float32"),
+                tf.constant(present),
+            )
+        else:
+            actual = step(tf.constant(np.where(present, losses, np.nan), "float32"))
+        np.testing.assert_allclose(_numpy(actual), expected, rtol=1e-4, atol=1e-6)
+    for eager_variable, traced_variable in zip(eager.weights, traced.weights):
+        np.testing.assert_allclose(
+            _numpy(traced_variable), _numpy(eager_variable), rtol=1e-4, atol=1e-6
+        )
