@@ -4,11 +4,8 @@ import keras
 from keras import ops
 
 from kerasmtl.checks import check_number
+from kerasmtl.weighting import optimizer_steps
 from kerasmtl.weighting.imtlg import IMTLG
-
-_BETA_1 = 0.9
-_BETA_2 = 0.999
-_ADAM_EPSILON = 1e-8
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -114,14 +111,7 @@ class IMTL(IMTLG):
                 trainable=False,
                 name="scales_velocity",
             )
-            # Per task, int32 (JAX warns on int64): an absent task's bias correction stays.
-            self.iterations = self.add_weight(
-                shape=(self.num_tasks,),
-                initializer="zeros",
-                trainable=False,
-                dtype="int32",
-                name="iterations",
-            )
+            self.iterations = optimizer_steps.add_step_counts(self, self.num_tasks)
 
     def compute_weights_from_gram(self, gram, losses, present=None):
         num_tasks = self.num_tasks
@@ -143,20 +133,10 @@ class IMTL(IMTLG):
             step = self.learning_rate * gradient
         else:
             iterations = ops.convert_to_tensor(self.iterations) + ops.cast(present, "int32")
-            old_momentum = ops.convert_to_tensor(self.scales_momentum)
-            old_velocity = ops.convert_to_tensor(self.scales_velocity)
-            momentum = ops.where(
-                present, _BETA_1 * old_momentum + (1.0 - _BETA_1) * gradient, old_momentum
+            direction, momentum, velocity = optimizer_steps.masked_adam_direction(
+                gradient, self.scales_momentum, self.scales_velocity, iterations, present
             )
-            velocity = ops.where(
-                present, _BETA_2 * old_velocity + (1.0 - _BETA_2) * gradient**2, old_velocity
-            )
-            count = ops.cast(ops.maximum(iterations, 1), "float32")
-            step = (
-                self.learning_rate
-                * (momentum / (1.0 - ops.power(_BETA_1, count)))
-                / (ops.sqrt(velocity / (1.0 - ops.power(_BETA_2, count))) + _ADAM_EPSILON)
-            )
+            step = self.learning_rate * direction
             self.iterations.assign(iterations)
             self.scales_momentum.assign(momentum)
             self.scales_velocity.assign(velocity)
