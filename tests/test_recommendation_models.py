@@ -404,6 +404,24 @@ def test_models_train_on_the_funnel_generator():
         assert np.all(np.isfinite(losses)) and losses[1] < losses[0]
 
 
+@pytest.mark.parametrize("gradients", ["parameters", "representation"])
+@pytest.mark.parametrize("name", ["esmm", "aitm"])
+def test_trains_with_a_gradient_based_strategy(name, gradients):
+    # The shared embeddings' concatenation ("features") is the representation.
+    model = _esmm() if name == "esmm" else _aitm()
+    assert model.representation == "features"
+    model.compile(optimizer=keras.optimizers.SGD(0.1), weighting="pcgrad", gradients=gradients)
+    x, click, conversion = _funnel()
+    before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    history = model.fit(x, model.funnel_labels(click, conversion), batch_size=32, epochs=1,
+                        verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    # Every tower, head and the embeddings move (the CVR tower through CTCVR's gradient).
+    for weight, old, new in zip(model.trainable_weights, before, after):
+        assert not np.array_equal(old, new), weight.path
+
+
 # === Serving ===
 
 
