@@ -300,6 +300,17 @@ def check_gradient_source(model, strategy, gradients):
     return source
 
 
+def head_inputs(model, representation, x):
+    """The input of `representation_views.heads`: the representation (and the inputs if read)."""
+    if not model.representation_views.heads_read_inputs:
+        return representation
+    if isinstance(x, dict):
+        inputs = [x[tensor.name] for tensor in model.inputs]
+    else:
+        inputs = list(x) if isinstance(x, (list, tuple)) else [x]
+    return [representation, *inputs]
+
+
 class RepresentationViews:
     """Functional views of a model around its shared representation.
 

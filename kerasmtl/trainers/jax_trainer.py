@@ -92,10 +92,7 @@ def gradient_train_step(model, state, data):
 
         def heads_function(trainable_values, features):
             with _scope(model, trainable_values, after_trunk, collect_losses=True) as scope:
-                head_inputs = features
-                if views.heads_read_inputs:
-                    head_inputs = [features, *_flat_inputs(model, x)]
-                y_pred = views.heads(head_inputs, training=True)
+                y_pred = views.heads(gm.head_inputs(model, features, x), training=True)
                 head_losses = list(scope.losses)
                 regularization = model._get_regularization_losses()
             new_non_trainable = _read_back(scope, model.non_trainable_variables, after_trunk)
@@ -202,9 +199,3 @@ def _coefficients(model, strategy, gram, losses, present, trainable, non_trainab
         coefficients = gm.strategy_coefficients(strategy, gram, losses, present)
         strategy.last_coefficients.assign(coefficients)
     return coefficients, _read_back(scope, model.non_trainable_variables, non_trainable)
-
-
-def _flat_inputs(model, x):
-    if isinstance(x, dict):
-        return [x[tensor.name] for tensor in model.inputs]
-    return list(x) if isinstance(x, (list, tuple)) else [x]

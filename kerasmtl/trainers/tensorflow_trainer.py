@@ -1,5 +1,7 @@
 """The TensorFlow trainer: Keras's own step for loss-based strategies, ours for gradient ones."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -91,24 +93,34 @@ def gradient_train_step(model, data):
     replicas = distributed.num_replicas_in_sync()
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     representation_route = model.gradient_source == gm.REPRESENTATION
+    # The representation route records the heads on a tape of their own: a backward
+    # pass walks every recorded op that leads back from its target, so the task
+    # gradients with respect to the representation, taken on the tape of the whole
+    # model, would each trace (and then prune) a backward pass through the trunk.
+    head_tape = tf.GradientTape(persistent=True)
     with tf.GradientTape(persistent=True) as tape:
         if representation_route:
-            y_pred, representation = model.representation_views.full(x, training=True)
-        else:
-            y_pred = model(x, training=True)
-        task_losses, task_counts = model.compute_task_loss_list(y, y_pred, sample_weight)
-        if replicas > 1:
-            task_losses, task_counts, global_losses = _replica_shares(task_losses, task_counts)
-        else:
-            global_losses = task_losses
-        present = gm.present_tasks(tf.stack(global_losses), tf.stack(task_counts))
-        # Each task loss on its own (a slice of a stacked vector would connect every
-        # task's variables to every loss), scaled for mixed precision.
-        scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), "float32")
-        scaled_losses = [
-            tf.where(present[k], loss, tf.zeros_like(loss)) * scale
-            for k, loss in enumerate(task_losses)
-        ]
+            views = model.representation_views
+            representation = views.trunk(x, training=True)
+        with head_tape if representation_route else contextlib.nullcontext():
+            if representation_route:
+                head_tape.watch(representation)
+                y_pred = views.heads(gm.head_inputs(model, representation, x), training=True)
+            else:
+                y_pred = model(x, training=True)
+            task_losses, task_counts = model.compute_task_loss_list(y, y_pred, sample_weight)
+            if replicas > 1:
+                task_losses, task_counts, global_losses = _replica_shares(task_losses, task_counts)
+            else:
+                global_losses = task_losses
+            present = gm.present_tasks(tf.stack(global_losses), tf.stack(task_counts))
+            # Each task loss on its own (a slice of a stacked vector would connect every
+            # task's variables to every loss), scaled for mixed precision.
+            scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), "float32")
+            scaled_losses = [
+                tf.where(present[k], loss, tf.zeros_like(loss)) * scale
+                for k, loss in enumerate(task_losses)
+            ]
         extra = model.extra_loss_total()
         # Every replica computes the whole extra loss; the optimizer sums their gradients.
         scaled_extra = extra * (scale / replicas)
@@ -132,7 +144,7 @@ def gradient_train_step(model, data):
 
     if representation_route:
         task_gradients = [
-            tape.gradient(scaled_losses[k], representation, unconnected_gradients="zero")
+            head_tape.gradient(scaled_losses[k], representation, unconnected_gradients="zero")
             for k in range(len(task_losses))
         ]
         # Rows of the global batch's representation are split over the replicas:
@@ -165,7 +177,7 @@ def gradient_train_step(model, data):
             tf.zeros_like(variable) if g is None else tf.cast(g, variable.dtype)
             for g, variable in zip(gradients, variables)
         ]
-    del tape
+    del tape, head_tape
 
     optimizer.apply_gradients(zip(gradients, variables))
     strategy.last_coefficients.assign(coefficients)
