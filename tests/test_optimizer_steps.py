@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from kerasmtl.testing.references import adam_step
-from kerasmtl.weighting.optimizer_steps import masked_adam_direction
+from kerasmtl.testing.references import adam_step, to_numpy
+from kerasmtl.weighting.optimizer_steps import masked_adam_direction, masked_step
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -119,3 +119,30 @@ def test_runs_inside_a_compiled_step():
     )
     direction, _, _ = step(*arguments)
     np.testing.assert_allclose(ops.convert_to_numpy(direction), [1.0, -1.0, 0.0], rtol=1e-5)
+
+
+def test_masked_step_assigns_adam_state_and_leaves_masked_entries():
+    iterations = keras.Variable(np.zeros(3, dtype="int32"), dtype="int32", trainable=False)
+    first = keras.Variable(np.zeros(3, dtype="float32"), trainable=False)
+    second = keras.Variable(np.zeros(3, dtype="float32"), trainable=False)
+    gradients = np.array([[1.0, -50.0, 2.0], [0.5, 10.0, 0.0]])
+    masks = np.array([[True, True, False], [True, False, True]])
+    expected_directions, expected_first, expected_second = _reference(gradients, masks)
+    for step, (gradient, mask) in enumerate(zip(gradients, masks)):
+        update = masked_step(
+            ops.convert_to_tensor(gradient.astype("float32")),
+            ops.convert_to_tensor(mask),
+            0.1,
+            (iterations, first, second),
+        )
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(update), 0.1 * expected_directions[step], rtol=RTOL, atol=1e-7
+        )
+    np.testing.assert_array_equal(to_numpy(iterations), masks.sum(axis=0))
+    np.testing.assert_allclose(to_numpy(first), expected_first, rtol=RTOL)
+    np.testing.assert_allclose(to_numpy(second), expected_second, rtol=RTOL)
+    # Without Adam state: the plain gradient step, 0 where masked.
+    update = masked_step(
+        ops.convert_to_tensor([2.0, 3.0]), ops.convert_to_tensor([True, False]), 0.5
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(update), [1.0, 0.0])

@@ -177,17 +177,10 @@ class FAMO(Weighting):
         # The vector-Jacobian product of softmax: grad_xi (z . delta).
         gradient = probabilities * (delta - ops.sum(probabilities * delta))
         gradient = ops.where(valid, gradient + self.weight_decay * logits, 0.0)
-        if self.logits_optimizer == "sgd":
-            step = self.learning_rate * gradient
-        else:
-            iterations = ops.convert_to_tensor(self.iterations) + ops.cast(valid, "int32")
-            direction, momentum, velocity = optimizer_steps.masked_adam_direction(
-                gradient, self.logits_momentum, self.logits_velocity, iterations, valid
-            )
-            step = self.learning_rate * direction
-            self.iterations.assign(iterations)
-            self.logits_momentum.assign(momentum)
-            self.logits_velocity.assign(velocity)
+        adam_state = None
+        if self.logits_optimizer == "adam":
+            adam_state = (self.iterations, self.logits_momentum, self.logits_velocity)
+        step = optimizer_steps.masked_step(gradient, valid, self.learning_rate, adam_state)
         logits = ops.where(valid, logits - step, logits)
         self.logits.assign(logits)
         return logits

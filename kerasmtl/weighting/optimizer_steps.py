@@ -88,3 +88,35 @@ def masked_adam_direction(
     second_hat = second / (1.0 - ops.power(beta_2, step))
     direction = ops.where(mask, first_hat / (ops.sqrt(second_hat) + epsilon), 0.0)
     return direction, first, second
+
+
+def masked_step(gradient, mask, learning_rate, adam_state=None):
+    """The update `learning_rate * direction` of a masked entry-wise step; Adam's state assigned.
+
+    What FAMO's logits and IMTL-L's scales do each step: a plain gradient step
+    (`adam_state=None`) or an Adam step (`masked_adam_direction`) on the entries
+    where `mask` is true. For Adam, `adam_state` is the variables
+    `(iterations, first_moment, second_moment)` (the step counts from
+    `add_step_counts`); they are read and `assign`ed here, and an entry outside
+    `mask` keeps all three.
+
+    Args:
+        gradient: float32 tensor.
+        mask: bool tensor of the same shape, the entries that take the step.
+        learning_rate: the step size.
+        adam_state: `None` for a plain gradient step, else the Adam variables.
+
+    Returns:
+        The update to subtract from the parameters (0 where `mask` is false).
+    """
+    if adam_state is None:
+        return learning_rate * ops.where(mask, gradient, 0.0)
+    iterations, first_moment, second_moment = adam_state
+    counts = ops.convert_to_tensor(iterations) + ops.cast(mask, "int32")
+    direction, first, second = masked_adam_direction(
+        gradient, first_moment, second_moment, counts, mask
+    )
+    iterations.assign(counts)
+    first_moment.assign(first)
+    second_moment.assign(second)
+    return learning_rate * direction
