@@ -14,6 +14,9 @@
   penguins as a tabular three-task dataset (species, sex with missing labels,
   body mass), built offline from the CSV bundled in `palmerpenguins` by
   `kerasmtl.data.penguins.PenguinsMtl`.
+- `make_funnel` generates a synthetic impression -> click -> conversion funnel
+  (NumPy only) with a known conversion probability and a controllable
+  sample-selection bias, for ESMM/AITM-style models.
 
 TensorFlow Datasets, scikit-learn and palmerpenguins are optional
 (`pip install "kerasmtl[datasets]"`); they are imported or read only when a
@@ -28,6 +31,7 @@ except ImportError:
         '(on any Keras backend): pip install "kerasmtl[tensorflow,datasets]".'
     ) from None
 
+from kerasmtl.data.funnel import make_funnel
 from kerasmtl.data.loaders import (
     default_data_dir,
     load_multi_digits,
@@ -73,6 +77,7 @@ __all__ = [
     "load_multi_mnist_numpy",
     "load_penguins",
     "load_penguins_numpy",
+    "make_funnel",
     "prepare_multi_digits",
     "prepare_multi_mnist",
     "prepare_penguins",
