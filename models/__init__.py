@@ -23,17 +23,21 @@ image inputs):
   (Misra et al., CVPR 2016).
 - `mtan` (`MTAN`): task attention over a shared encoder's stages (Liu et al., CVPR 2019).
 - `dselect_k` (`DSelectK`): experts chosen by DSelect-k gates (Hazimeh et al., NeurIPS 2021).
+- `ESMM`, `AITM`: click-to-conversion funnels over tabular inputs (Ma et al.,
+  SIGIR 2018; Xi et al., KDD 2021).
 - `gate_weights(model, x)`: how each task's gate weights the experts.
 
 The mixtures' stacked expert outputs (layer `"experts"`) are their shared
 representation: they train with `compile(gradients="representation")`.
 """
 
+from kerasmtl.models.aitm import AITM
 from kerasmtl.models.cgc import CGC, cgc
 from kerasmtl.models.classify_and_localize import ClassifyAndLocalize, classify_and_localize
 from kerasmtl.models.cross_stitch import CrossStitchNetwork, cross_stitch
 from kerasmtl.models.detection_loss import DetectionLoss
 from kerasmtl.models.dselect_k import DSelectK, dselect_k
+from kerasmtl.models.esmm import ESMM
 from kerasmtl.models.gate_weights import gate_weights
 from kerasmtl.models.mmoe import MMoE, mmoe
 from kerasmtl.models.mtan import MTAN, mtan
@@ -43,11 +47,13 @@ from kerasmtl.models.shared_bottom import SharedBottom, shared_bottom
 from kerasmtl.models.vision_language import VisionLanguage, vision_language
 
 __all__ = [
+    "AITM",
     "CGC",
     "ClassifyAndLocalize",
     "CrossStitchNetwork",
     "DSelectK",
     "DetectionLoss",
+    "ESMM",
     "MMoE",
     "MTAN",
     "PLE",
