@@ -46,9 +46,9 @@ class IMTLG(Weighting):
       `u_k`: it is left out of the equal-projection conditions and gets
       `a_k = 0` (it adds nothing to `d`); the others still sum to 1. If every
       gradient is zero, `a = 1 / K`.
-    - Only the gradient part is implemented: the paper's IMTL-L (learned loss
-      scales `e^s L - s`) is a loss-based strategy, and LibMTL's `IMTL` combines
-      both. The paper computes IMTL-G on the gradients of the shared
+    - This is the gradient part alone; `kerasmtl.weighting.IMTL` (registry
+      name `"imtl"`, LibMTL's `IMTL`) combines it with the paper's IMTL-L
+      (learned loss scales `e^s L - s`). The paper computes IMTL-G on the gradients of the shared
       representation; we use whichever Gram matrix the trainer gives.
 
     Absent tasks (no labelled sample in the batch, or a non-finite loss) are
