@@ -83,6 +83,10 @@ STRATEGY_HYPERPARAMETERS = {
     "dbmtl": {"beta": _float(0.5, 0.99, 0.9)},
     "grad_vac": {"beta": _float(1e-3, 1e-1, 1e-2, "log")},
     "fixed": {"weights": _per_task(_float(1e-2, 1e2, 1.0, "log"))},
+    "fair_grad": {"alpha": _float(0.5, 2.0, 1.0)},
+    "stch": {"mu": _float(0.05, 1.0, 1.0, "log")},
+    "imtl": {"learning_rate": _float(1e-4, 1e-2, 1e-3, "log")},
+    "excess_mtl": {"robust_step_size": _float(1e-3, 1e-1, 1e-2, "log")},
 }
 
 #: The name under which `DeltaMObjective` logs the objective (after the prefix).

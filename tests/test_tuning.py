@@ -317,6 +317,23 @@ def test_search_space_is_conditional_and_builds_fresh_models(tmp_path):
     assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
 
 
+@pytest.mark.parametrize("strategy", sorted(tuning.STRATEGY_HYPERPARAMETERS))
+def test_every_tuned_argument_defaults_to_the_strategy_s_own_default(strategy):
+    import inspect
+
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    defaults = inspect.signature(type(kerasmtl.weighting.get(strategy)).__init__).parameters
+    for argument, declare in tuning.STRATEGY_HYPERPARAMETERS[strategy].items():
+        assert argument in defaults, f"{strategy} has no argument {argument!r}"
+        value = declare(hp, f"{strategy}_{argument}", ["a", "b"])
+        if defaults[argument].default is None:  # per-task weights: 1 each, like Fixed's
+            assert value == [1.0, 1.0]
+        else:
+            assert value == pytest.approx(defaults[argument].default)
+
+
 def test_a_strategy_space_given_in_the_constructor_and_a_fresh_optimizer_per_trial():
     made = []
 
