@@ -97,8 +97,13 @@ def _measure(args):
                 for candidate, cbs in ((plain, []), (model, extra)):
                     timer = _EpochTimer()
                     candidate.fit(
-                        x, y, batch_size=workload.BATCH_SIZE, epochs=1, verbose=0,
-                        shuffle=False, callbacks=[*cbs, timer.callback(keras)],
+                        x,
+                        y,
+                        batch_size=workload.BATCH_SIZE,
+                        epochs=1,
+                        verbose=0,
+                        shuffle=False,
+                        callbacks=[*cbs, timer.callback(keras)],
                     )
                     epoch_times.append(timer.times[0])
                 if epoch:  # the first epoch of each traces and compiles
@@ -167,8 +172,13 @@ def _first_epoch(args):
         traces = _count_traces(model)
         timer = _EpochTimer()
         model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[timer.callback(keras)])
-        row = {"variant": variant, "first_s": timer.times[0], "second_s": timer.times[1],
-               "first_cpu_s": timer.cpu_times[0], "traces": traces[0]}
+        row = {
+            "variant": variant,
+            "first_s": timer.times[0],
+            "second_s": timer.times[1],
+            "first_cpu_s": timer.cpu_times[0],
+            "traces": traces[0],
+        }
         if keras.backend.backend() == "tensorflow":
             row["graph_nodes"] = _graph_nodes(model, x[:16], {k: v[:16] for k, v in y.items()})
         rows.append(row)
@@ -211,9 +221,19 @@ def _first_epoch_rounds(args):
             with_json = os.path.join(
                 os.path.dirname(os.path.abspath(__file__)), f".first_epoch_{os.getpid()}.json"
             )
-            command = [sys.executable, os.path.abspath(__file__), "--backend", args.backend,
-                       "--first-epoch", "--steps", str(args.steps), "--variants", variant,
-                       "--json", with_json]
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--backend",
+                args.backend,
+                "--first-epoch",
+                "--steps",
+                str(args.steps),
+                "--variants",
+                variant,
+                "--json",
+                with_json,
+            ]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             with open(with_json) as handle:
                 result = json.load(handle)
@@ -268,8 +288,10 @@ def _print_table(results, first_epoch):
             for row in result["rows"]:
                 reference[(row.get("tasks"), row["variant"])] = row
     if first_epoch:
-        print("| backend (device) | variant | first epoch s | x plain | x plain per round "
-              "| first epoch CPU s | x plain (CPU) | second epoch s | traces | graph nodes |")
+        print(
+            "| backend (device) | variant | first epoch s | x plain | x plain per round "
+            "| first epoch CPU s | x plain (CPU) | second epoch s | traces | graph nodes |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
         for result in results:
             base = result["rows"][0]
@@ -306,10 +328,18 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="steps of the first-epoch run")
     parser.add_argument("--first-epoch", action="store_true")
-    parser.add_argument("--variants", nargs="+", default=FIRST_EPOCH_VARIANTS,
-                        help="first-epoch variants; the first is the baseline")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="first-epoch rounds, each variant in a fresh process per round")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=FIRST_EPOCH_VARIANTS,
+        help="first-epoch variants; the first is the baseline",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="first-epoch rounds, each variant in a fresh process per round",
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -317,10 +347,23 @@ def main():
         results = []
         for backend in args.backends:
             with_json = os.path.join(os.path.dirname(os.path.abspath(__file__)), f".{backend}.json")
-            command = [sys.executable, os.path.abspath(__file__), "--backend", backend,
-                       "--json", with_json]
-            for flag in ("tasks", "strategies", "samples", "epochs", "steps", "variants",
-                         "repeats"):
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--backend",
+                backend,
+                "--json",
+                with_json,
+            ]
+            for flag in (
+                "tasks",
+                "strategies",
+                "samples",
+                "epochs",
+                "steps",
+                "variants",
+                "repeats",
+            ):
                 value = getattr(args, flag)
                 command += [f"--{flag}", *map(str, value if isinstance(value, list) else [value])]
             if args.first_epoch:

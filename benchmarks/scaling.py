@@ -139,16 +139,19 @@ def _epoch_seconds(keras, model, x, y, batch_size, extra_callbacks):
             times.append(time.perf_counter() - self.start)
 
     model.fit(
-        x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False,
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
         callbacks=[*extra_callbacks, Timer()],
     )
     return times[0]
 
 
 def _time_case(keras, args, trunk, num_tasks, samples):
-    build_plain, build_multi, x, y, batch_size, losses = _workload(
-        keras, trunk, num_tasks, samples
-    )
+    build_plain, build_multi, x, y, batch_size, losses = _workload(keras, trunk, num_tasks, samples)
     steps = samples // batch_size
     plain = build_plain()
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses)
@@ -238,11 +241,16 @@ def _memory(args):
 def _child(args, extra_flags, backend=None):
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f".scaling_{os.getpid()}.json")
     command = [
-        sys.executable, os.path.abspath(__file__),
-        "--backend", backend or args.backend,
-        "--json", path,
-        "--memory-tasks", str(args.memory_tasks),
-        "--memory-steps", str(args.memory_steps),
+        sys.executable,
+        os.path.abspath(__file__),
+        "--backend",
+        backend or args.backend,
+        "--json",
+        path,
+        "--memory-tasks",
+        str(args.memory_tasks),
+        "--memory-steps",
+        str(args.memory_steps),
         *extra_flags,
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -264,8 +272,12 @@ def _measure(args):
         samples = args.samples if trunk != "mobilenet" else 16 * max(2, args.samples // 128)
         rows += _time_case(keras, args, trunk, 2, samples)
     memory = _memory(args) if args.memory_steps > 0 else []
-    return {"backend": keras.backend.backend(), "device": _device(keras), "rows": rows,
-            "memory": memory}
+    return {
+        "backend": keras.backend.backend(),
+        "device": _device(keras),
+        "rows": rows,
+        "memory": memory,
+    }
 
 
 def _device(keras):
@@ -298,8 +310,10 @@ def _print_tables(results):
             )
     if any(result["memory"] for result in results):
         print()
-        print("| backend (device) | route | variant | K | steps | RSS built MiB | RSS peak MiB "
-              "| peak - built MiB |")
+        print(
+            "| backend (device) | route | variant | K | steps | RSS built MiB | RSS peak MiB "
+            "| peak - built MiB |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for result in results:
             for row in result["memory"]:
@@ -321,8 +335,9 @@ def _plot(results, path):
     styles = {"tensorflow": "-", "jax": "--", "torch": ":"}
     for result in results:
         style = styles.get(result["backend"], "-.")
-        for index, variant in enumerate(sorted({row["variant"] for row in result["rows"]},
-                                               key=VARIANTS.index)):
+        for index, variant in enumerate(
+            sorted({row["variant"] for row in result["rows"]}, key=VARIANTS.index)
+        ):
             color = f"C{index}"
             label = f"{variant} ({result['backend']})"
             points = sorted(
@@ -376,9 +391,18 @@ def main():
     if args.backends:
         results = []
         for backend in args.backends:
-            flags = ["--tasks", *map(str, args.tasks), "--trunks", *args.trunks,
-                     "--variants", *args.variants, "--samples", str(args.samples),
-                     "--epochs", str(args.epochs)]
+            flags = [
+                "--tasks",
+                *map(str, args.tasks),
+                "--trunks",
+                *args.trunks,
+                "--variants",
+                *args.variants,
+                "--samples",
+                str(args.samples),
+                "--epochs",
+                str(args.epochs),
+            ]
             results.append(_child(args, flags, backend=backend))
         _print_tables(results)
         if args.plot:
