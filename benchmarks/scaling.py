@@ -33,6 +33,7 @@ against K and against the trunk.
     python scaling.py                                   # TensorFlow, ~10 min on 2 cores
     python scaling.py --backends tensorflow jax torch --plot scaling.png
     python scaling.py --tasks 2 5 --trunks mlp --epochs 1 --memory-steps 5   # smoke run
+    python scaling.py --from-json a.json b.json --plot scaling.png   # merge earlier --json runs
 """
 
 import argparse
@@ -356,6 +357,7 @@ def _plot(results, path):
                 by_trunk.plot(*zip(*sorted(trunks)), style, marker="o", color=color, label=label)
     by_tasks.set(xscale="log", xlabel="tasks K (small MLP trunk)", ylabel="step time / plain Keras")
     by_tasks.set_xticks([2, 5, 10, 20, 40], labels=["2", "5", "10", "20", "40"])
+    by_tasks.minorticks_off()
     by_trunk.set(xlabel="trunk (K=2)", ylabel="step time / plain Keras")
     by_trunk.set_xticks(range(len(TRUNKS)), labels=["MLP", "standard conv", "MobileNetV3Small"])
     for axis in (by_tasks, by_trunk):
@@ -365,6 +367,22 @@ def _plot(results, path):
     figure.suptitle("kerasmtl: fit step time relative to plain Keras, per route")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def _merge(paths):
+    merged = {}
+    for path in paths:
+        with open(path) as handle:
+            result = json.load(handle)
+        into = merged.setdefault(result["backend"], {**result, "rows": [], "memory": []})
+        keys = {(row["trunk"], row["tasks"], row["variant"]) for row in result["rows"]}
+        into["rows"] = [
+            row for row in into["rows"] if (row["trunk"], row["tasks"], row["variant"]) not in keys
+        ] + result["rows"]
+        into["memory"] = result.get("memory") or into["memory"]
+    for result in merged.values():
+        result["rows"].sort(key=lambda row: (TRUNKS.index(row["trunk"]), row["tasks"]))
+    return list(merged.values())
 
 
 def main():
@@ -381,7 +399,19 @@ def main():
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plot", default=None, help="write a PNG plot here")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        help="print (and --plot) earlier --json results instead of measuring; rows of one "
+        "backend in several files are merged, later files replacing equal (trunk, K, variant)",
+    )
     args = parser.parse_args()
+    if args.from_json:
+        _print_tables(_merge(args.from_json))
+        if args.plot:
+            _plot(_merge(args.from_json), args.plot)
+        return
     for variant in args.variants:
         if variant not in ROUTES and not (args.memory_child and variant == "plain keras"):
             raise ValueError(
