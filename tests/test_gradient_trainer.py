@@ -104,7 +104,10 @@ def test_gradient_options_are_checked():
         },
         [Task("a", loss="mse"), Task("b", loss="mse")],
     )
-    with pytest.raises(ValueError, match="needs the model to know its shared representation"):
+    with pytest.raises(
+        ValueError,
+        match=r"names none \(model.representation is None\)\. Use gradients='parameters'",
+    ):
         plain.compile(weighting=DiagonalShare(), gradients="representation")
 
 

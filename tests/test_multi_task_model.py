@@ -184,7 +184,8 @@ def test_keras_round_trip_keeps_class_tasks_predictions_and_weights(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert type(loaded) is kerasmtl.MultiTaskModel
+    assert type(loaded) is type(model)
+    assert isinstance(loaded, kerasmtl.MultiTaskModel)
     assert loaded.task_names == ["a", "b"]
     assert loaded.tasks[0].mask_value == -1
     np.testing.assert_allclose(to_numpy(loaded.weighting.loss_weights), [0.3, 0.7])

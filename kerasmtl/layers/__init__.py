@@ -14,6 +14,7 @@ from kerasmtl.layers.cross_stitch import CrossStitch
 from kerasmtl.layers.dselect_k_gate import DSelectKGate
 from kerasmtl.layers.expert import Expert
 from kerasmtl.layers.expert_mixture import ExpertMixture
+from kerasmtl.layers.expert_stack import ExpertStack
 from kerasmtl.layers.gate import Gate
 from kerasmtl.layers.self_attention_fusion import SelfAttentionFusion
 from kerasmtl.layers.spatial_alignment import SpatialAlignment
@@ -29,6 +30,7 @@ __all__ = [
     "DSelectKGate",
     "Expert",
     "ExpertMixture",
+    "ExpertStack",
     "Gate",
     "SelfAttentionFusion",
     "SpatialAlignment",

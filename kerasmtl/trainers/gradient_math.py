@@ -292,10 +292,15 @@ def check_gradient_source(model, strategy, gradients):
             )
         if model.representation is None:
             raise ValueError(
-                "gradients='representation' needs the model to know its shared "
-                "representation layer: build it with `kerasmtl.hard_sharing` (or another "
-                "builder that sets it), pass `representation=<trunk layer name>` to "
-                "MultiTaskModel, or use gradients='parameters'."
+                "gradients='representation' differentiates the task losses with respect to "
+                "a shared representation, and this model names none "
+                "(model.representation is None). Use gradients='parameters' (every "
+                "architecture supports it), or an architecture that sets it: "
+                "kerasmtl.HardSharing / hard_sharing (the trunk), models.SharedBottom (the "
+                "bottom), models.MMoE, CGC, PLE or DSelectK (the stacked expert outputs, "
+                "layer 'experts'), the seed models; or pass representation=<name of the "
+                "layer every head reads> to MultiTaskModel. Received: "
+                f"gradients='representation', model={model.name!r} ({type(model).__name__})"
             )
     return source
 
