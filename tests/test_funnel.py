@@ -19,7 +19,7 @@ def _sigmoid(z):
 
 def _reference(num_samples, seed, num_users=500, num_items=200, num_numeric=4, latent_dim=4,
                click_bias=-3.0, click_scale=1.5, conversion_bias=-1.0, conversion_scale=1.0,
-               selection_bias=1.0, item_skew=1.0):
+               selection_bias=1.0, item_skew=1.0, shared_factor=0.0, main_effect=0.0):
     """The documented truth, re-derived in float64 from the documented draw order."""
     rng = np.random.default_rng(seed)
     u = rng.normal(size=(num_users, latent_dim))
@@ -33,9 +33,11 @@ def _reference(num_samples, seed, num_users=500, num_items=200, num_numeric=4, l
     popularity = np.arange(1, num_items + 1, dtype="float64") ** -item_skew
     items = rng.choice(num_items, size=num_samples, p=popularity / popularity.sum())
     x = rng.normal(size=(num_samples, num_numeric))
-    s_c = (np.einsum("nk,nk->n", u[users], v[items]) / np.sqrt(latent_dim)
-           + x[:, :half] @ w_c) / np.sqrt(2.0)
-    s_v = (b[users] + d[items] + x[:, half:] @ w_v) / np.sqrt(3.0)
+    a = (np.sqrt(1 - main_effect**2) * np.einsum("nk,nk->n", u[users], v[items])
+         / np.sqrt(latent_dim) + main_effect * (u[users, 0] + v[items, 0]) / np.sqrt(2.0))
+    s_c = (a + x[:, :half] @ w_c) / np.sqrt(2.0)
+    s_v = (np.sqrt(1 - shared_factor**2) * (b[users] + d[items])
+           + shared_factor * np.sqrt(2.0) * a + x[:, half:] @ w_v) / np.sqrt(3.0)
     ctr = _sigmoid(click_bias + click_scale * s_c)
     cvr = _sigmoid(conversion_bias + conversion_scale * s_v + selection_bias * s_c)
     click = rng.random(num_samples) < ctr
@@ -43,12 +45,19 @@ def _reference(num_samples, seed, num_users=500, num_items=200, num_numeric=4, l
     return users, items, x, ctr, cvr, click, potential
 
 
-@pytest.mark.parametrize("selection_bias", [0.0, 1.5])
-def test_make_funnel_matches_the_documented_truth(selection_bias):
-    data = make_funnel(3000, selection_bias=selection_bias, seed=7)
-    users, items, x, ctr, cvr, click, potential = _reference(
-        3000, seed=7, selection_bias=selection_bias
-    )
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"selection_bias": 0.0},
+        {"selection_bias": 1.5},
+        {"shared_factor": 0.6, "main_effect": 0.5},
+        {"shared_factor": -1.0, "main_effect": 1.0, "selection_bias": 0.0},
+    ],
+)
+def test_make_funnel_matches_the_documented_truth(knobs):
+    data = make_funnel(3000, seed=7, **knobs)
+    users, items, x, ctr, cvr, click, potential = _reference(3000, seed=7, **knobs)
+    assert data["click_bias"] == -3.0
     np.testing.assert_array_equal(data["x"]["user"][:, 0], users)
     np.testing.assert_array_equal(data["x"]["item"][:, 0], items)
     np.testing.assert_allclose(data["x"]["numeric"], x, rtol=1e-6)
@@ -100,6 +109,71 @@ def test_selection_bias_controls_the_gap_between_clicked_and_all_impressions():
         assert abs(data[rate].mean() - p.mean()) < 4 * np.sqrt(np.mean(p * (1 - p)) / len(p))
 
 
+def test_click_rate_solves_the_click_intercept():
+    data = make_funnel(50_000, click_rate=0.03, shared_factor=0.5, seed=3)
+    # The mean true CTR is the requested rate (bisection to 1e-10 on the intercept).
+    np.testing.assert_allclose(data["ctr"].mean(), 0.03, atol=1e-8)
+    # ... and the world and impressions are the same draws as with that intercept given.
+    given = make_funnel(50_000, click_bias=data["click_bias"], shared_factor=0.5, seed=3)
+    for key in ("ctr", "cvr", "click", "potential_conversion"):
+        np.testing.assert_array_equal(data[key], given[key])
+    assert data["click_bias"] < -3.0  # sparser than the default (about 9.5%)
+    assert abs(data["click"].mean() - 0.03) < 4 * np.sqrt(0.03 * 0.97 / 50_000)
+
+
+def test_shared_factor_correlates_the_click_and_conversion_id_effects():
+    # corr(s_v's user/item part, affinity) == rho: recover both from the logits (less
+    # their numeric parts) and check the empirical correlation (a finite world of 500
+    # users and 200 items: a sampling error of a few hundredths).
+    for rho in (0.0, 0.5, 1.0):
+        users, items, x, ctr, cvr, *_ = _reference(
+            100_000, seed=5, shared_factor=rho, main_effect=0.5, selection_bias=0.0,
+            item_skew=0.0)
+        # Logits: click = -3 + 1.5 s_c, conversion = -1 + s_v (selection bias 0).
+        s_c = (np.log(ctr / (1 - ctr)) + 3.0) / 1.5
+        s_v = np.log(cvr / (1 - cvr)) + 1.0
+        data = make_funnel(100_000, shared_factor=rho, main_effect=0.5, selection_bias=0.0,
+                           item_skew=0.0, seed=5)
+        np.testing.assert_allclose(data["cvr"][:, 0], cvr, rtol=1e-12)
+        rng = np.random.default_rng(5)
+        for size in ((500, 4), (200, 4), 500, 200):  # U, V, b, d
+            rng.normal(size=size)
+        w_c, w_v = rng.normal(scale=np.sqrt(0.5), size=2), rng.normal(scale=np.sqrt(0.5), size=2)
+        affinity = np.sqrt(2.0) * s_c - x[:, :2] @ w_c
+        id_part = np.sqrt(3.0) * s_v - x[:, 2:] @ w_v
+        assert abs(np.corrcoef(affinity, id_part)[0, 1] - rho) < 0.05, rho
+    # Shared factors make a clicked impression's conversion more predictable from clicks.
+    rates = []
+    for rho in (0.0, 1.0):
+        data = make_funnel(100_000, shared_factor=rho, main_effect=1.0, selection_bias=0.0,
+                           seed=6)
+        clicked = data["click"][:, 0] == 1
+        rates.append(data["cvr"][clicked].mean() - data["cvr"].mean())
+    # rho = 0: only the finite world's chance correlation of U, V with b, d (500 users,
+    # 200 items: about 1/sqrt(500)) links them; rho = 1: clicks select converters.
+    assert abs(rates[0]) < 0.03 and rates[1] > 0.08, rates
+
+
+def test_main_effect_gives_each_user_and_item_an_additive_effect():
+    # At main_effect 1 the affinity is U[user, 0] + V[item, 0] over sqrt(2): the CTR
+    # logit is additive in user and item (an interaction contrast is zero).
+    data = make_funnel(20_000, num_users=3, num_items=3, main_effect=1.0, num_numeric=2,
+                       seed=0)
+    rng = np.random.default_rng(0)
+    rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    rng.normal(size=3), rng.normal(size=3)
+    w_c = rng.normal(size=1)
+    users, items = data["x"]["user"][:, 0], data["x"]["item"][:, 0]
+    logit = np.log(data["ctr"][:, 0] / (1 - data["ctr"][:, 0]))
+    affinity = (logit + 3.0) / 1.5 * np.sqrt(2.0) - data["x"]["numeric"][:, 0] * w_c[0]
+    cell = np.full((3, 3), np.nan)
+    for i in range(3):
+        for j in range(3):
+            cell[i, j] = affinity[(users == i) & (items == j)].mean()
+    contrast = cell[0, 0] - cell[0, 1] - cell[1, 0] + cell[1, 1]
+    assert abs(contrast) < 1e-4, cell
+
+
 def test_item_skew_makes_popular_items():
     skewed = make_funnel(20_000, num_items=50, item_skew=1.0, seed=0)["x"]["item"][:, 0]
     uniform = make_funnel(20_000, num_items=50, item_skew=0.0, seed=0)["x"]["item"][:, 0]
@@ -119,6 +193,10 @@ def test_item_skew_makes_popular_items():
         ({"selection_bias": float("nan")}, "`selection_bias` must be a finite number"),
         ({"click_bias": "high"}, "`click_bias` must be a finite number"),
         ({"item_skew": -1.0}, "`item_skew` must be >= 0"),
+        ({"click_rate": 1.0}, "`click_rate` must be in \\(0, 1\\)"),
+        ({"click_rate": 0.02, "click_bias": -3.0}, "at most one of `click_bias` and `click_rate`"),
+        ({"shared_factor": 1.5}, "`shared_factor` must be in \\[-1, 1\\]"),
+        ({"main_effect": -0.1}, "`main_effect` must be in \\[0, 1\\]"),
     ],
 )
 def test_make_funnel_rejects_bad_arguments(kwargs, match):
@@ -152,7 +230,9 @@ def test_benchmark_runs_with_a_tiny_budget():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
         [sys.executable, os.path.join("benchmarks", "funnel_esmm.py"), "--seeds", "0", "1",
-         "--num-train", "2000", "--num-test", "2000", "--epochs", "1"],
+         "--num-train", "2000", "--num-test", "2000", "--epochs", "1",
+         "--early-stopping", "naive", "--max-epochs", "2",
+         "--click-rate", "0.1", "--shared-factor", "0.8", "--main-effect", "0.5"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,12 +9,15 @@ def make_funnel(
     num_items=200,
     num_numeric=4,
     latent_dim=4,
-    click_bias=-3.0,
+    click_bias=None,
     click_scale=1.5,
     conversion_bias=-1.0,
     conversion_scale=1.0,
     selection_bias=1.0,
     item_skew=1.0,
+    click_rate=None,
+    shared_factor=0.0,
+    main_effect=0.0,
     seed=None,
 ):
     """Generates impressions with clicks and post-click conversions from a known funnel.
@@ -27,13 +30,21 @@ def make_funnel(
     standard-normal numeric features. The truth, with `sigma` the logistic
     function:
 
-    - click score `s_c = (<U[user], V[item]> / sqrt(latent_dim) +
-      x_c . w_c) / sqrt(2)`, from `latent_dim`-d user and item factors
-      `U, V ~ N(0, 1)` and the first half `x_c` of the numeric features,
-      `w_c ~ N(0, 1 / len(x_c))` (so `s_c` has variance about 1);
-    - own conversion score `s_v = (b[user] + d[item] + x_v . w_v) / sqrt(3)`
-      from separate user and item effects `b, d ~ N(0, 1)` and the other half
-      `x_v` of the numeric features (independent of `s_c`);
+    - user/item affinity `a = sqrt(1 - m**2) * <U[user], V[item]> /
+      sqrt(latent_dim) + m * (U[user, 0] + V[item, 0]) / sqrt(2)`, from
+      `latent_dim`-d user and item factors `U, V ~ N(0, 1)`: an interaction
+      plus, with weight `m = main_effect`, additive per-user and per-item
+      effects (a user's propensity, an item's appeal; their first factor,
+      uncorrelated with the interaction), so `a` has variance about 1;
+    - click score `s_c = (a + x_c . w_c) / sqrt(2)`, from the affinity and
+      the first half `x_c` of the numeric features, `w_c ~ N(0, 1 / len(x_c))`
+      (so `s_c` has variance about 1);
+    - own conversion score `s_v = (sqrt(1 - rho**2) * (b[user] + d[item]) +
+      rho * sqrt(2) * a + x_v . w_v) /
+      sqrt(3)` from user and item effects `b, d ~ N(0, 1)` of its own, the
+      click factors' affinity weighted by `rho = shared_factor`, and the other
+      half `x_v` of the numeric features; at `rho = 0` (the default) it is
+      independent of `s_c`;
     - `ctr = sigma(click_bias + click_scale * s_c)`;
     - `cvr = sigma(conversion_bias + conversion_scale * s_v + selection_bias * s_c)`;
     - `click ~ Bernoulli(ctr)`; `potential_conversion ~ Bernoulli(cvr)`
@@ -50,14 +61,32 @@ def make_funnel(
     impressions a click-only model rarely sees (low `s_c`, most of the
     impression space) are those with the lowest CVR: its estimates there are
     learned from few samples and pulled towards the clicked impressions'
-    higher rates. Popular items (`item_skew > 0`: item `j` is shown with
-    probability proportional to `(j + 1) ** -item_skew`) add the data
-    sparsity of real logs: many items have few clicks.
+    higher rates.
+
+    **Data sparsity and shared factors.** The paper's second point: clicks
+    are rare (`click_rate` of a few percent), the CVR label exists only on
+    them, and the user/item ids have many values (`num_users`, `num_items`),
+    so a CVR model trained on clicks only sees each id a few times at most,
+    while a model whose embeddings are shared with the CTR task (ESMM) learns
+    them from every impression. That transfer can only help if the same
+    user/item latent factors drive both clicking and converting:
+    `shared_factor` (`rho`) is the correlation between the conversion
+    score's user/item part and the click score's user/item affinity (`0`:
+    unrelated, `1`: the same factors; the variance of `s_v` does not depend
+    on it). An id interaction is hard to learn from few impressions per id;
+    additive per-id effects (`main_effect > 0`, as in real logs: some users
+    convert more, some items sell better) are what the CTR task can learn
+    from all impressions. Note that `selection_bias > 0` also puts the click
+    score, user/item affinity included, into the conversion logit. Popular
+    items (`item_skew > 0`: item `j` is shown with probability proportional
+    to `(j + 1) ** -item_skew`) add the data sparsity of real logs: many
+    items have few clicks.
 
     Everything is drawn from one `numpy.random.default_rng(seed)`, in this
     order: `U`, `V`, `b`, `d`, `w_c`, `w_v` (the "world"), then the user ids,
-    item ids, numeric features, clicks and potential conversions. Split one
-    call into training and test sets, so that they share the world.
+    item ids, numeric features, clicks and potential conversions (the same
+    draws whatever `click_rate` and `shared_factor` are). Split one call into
+    training and test sets, so that they share the world.
 
     Args:
         num_samples: int, the number of impressions.
@@ -66,7 +95,13 @@ def make_funnel(
         num_numeric: int >= 2, the number of numeric features (the first half
             drives clicks, the other half conversions).
         latent_dim: int, the size of the user/item click factors.
-        click_bias: float, the click logit's intercept (sets the CTR).
+        click_bias: optional float, the click logit's intercept (sets the
+            CTR); `-3.0` when neither it nor `click_rate` is given. Give at
+            most one of the two.
+        click_rate: optional float in (0, 1), the mean true CTR over the
+            drawn impressions: `click_bias` is then solved for (bisection on
+            the drawn click scores, to 1e-10), which models the sparsity of
+            clicks (e.g. `0.03`). Returned as `"click_bias"`.
         click_scale: float, how strongly the click score moves the click logit.
         conversion_bias: float, the conversion logit's intercept.
         conversion_scale: float, the weight of the own conversion score.
@@ -74,6 +109,12 @@ def make_funnel(
             conversion logit (see above); `0` for no selection bias.
         item_skew: float >= 0, the exponent of the item popularity law; `0`
             for uniform items.
+        shared_factor: float in [-1, 1], the correlation `rho` between the
+            user/item parts of the conversion and click scores (see above);
+            `0` (the default) for unrelated factors.
+        main_effect: float in [0, 1], the weight `m` of additive per-user and
+            per-item effects in the user/item affinity (see above); `0` (the
+            default) for a pure interaction.
         seed: optional int, the seed of the random generator.
 
     Returns:
@@ -85,7 +126,9 @@ def make_funnel(
         - `"click"`, `"conversion"`, `"potential_conversion"`: float32 (N, 1)
           0/1 labels (`conversion` is 0 wherever `click` is 0);
         - `"ctr"`, `"cvr"`, `"ctcvr"`: float64 (N, 1), the true probabilities
-          `p(click | x)`, `p(conversion | click, x)` and their product.
+          `p(click | x)`, `p(conversion | click, x)` and their product;
+        - `"click_bias"`: float, the click intercept used (given, default or
+          solved from `click_rate`).
 
     Example:
 
@@ -108,9 +151,17 @@ def make_funnel(
             "`num_numeric` must be at least 2: half of the numeric features drive clicks, "
             f"the other half conversions. Received: num_numeric={num_numeric}"
         )
+    if click_bias is not None and click_rate is not None:
+        raise ValueError(
+            "Give at most one of `click_bias` and `click_rate` (the rate sets the bias). "
+            f"Received: click_bias={click_bias!r}, click_rate={click_rate!r}"
+        )
     values = {}
     for name, value in (
-        ("click_bias", click_bias),
+        ("click_bias", -3.0 if click_bias is None else click_bias),
+        ("click_rate", 0.5 if click_rate is None else click_rate),
+        ("shared_factor", shared_factor),
+        ("main_effect", main_effect),
         ("click_scale", click_scale),
         ("conversion_bias", conversion_bias),
         ("conversion_scale", conversion_scale),
@@ -124,6 +175,20 @@ def make_funnel(
         values[name] = float(value)
     if values["item_skew"] < 0:
         raise ValueError(f"`item_skew` must be >= 0. Received: item_skew={item_skew!r}")
+    if not 0.0 < values["click_rate"] < 1.0:
+        raise ValueError(
+            f"`click_rate` must be in (0, 1) (or None). Received: click_rate={click_rate!r}"
+        )
+    if not -1.0 <= values["shared_factor"] <= 1.0:
+        raise ValueError(
+            f"`shared_factor` must be in [-1, 1]. Received: shared_factor={shared_factor!r}"
+        )
+    rho = values["shared_factor"]
+    if not 0.0 <= values["main_effect"] <= 1.0:
+        raise ValueError(
+            f"`main_effect` must be in [0, 1]. Received: main_effect={main_effect!r}"
+        )
+    main = values["main_effect"]
 
     rng = np.random.default_rng(seed)
     # The world: shared by every impression of this call.
@@ -144,13 +209,19 @@ def make_funnel(
     items = rng.choice(num_items, size=num_samples, p=popularity / popularity.sum())
     numeric = rng.normal(size=(num_samples, num_numeric))
 
-    affinity = np.sum(user_factors[users] * item_factors[items], axis=1) / np.sqrt(latent_dim)
+    interaction = np.sum(user_factors[users] * item_factors[items], axis=1) / np.sqrt(latent_dim)
+    main_effects = (user_factors[users, 0] + item_factors[items, 0]) / np.sqrt(2.0)
+    affinity = np.sqrt(1.0 - main**2) * interaction + main * main_effects
     click_score = (affinity + numeric[:, :num_click_numeric] @ click_weights) / np.sqrt(2.0)
     own_score = (
-        user_effects[users]
-        + item_effects[items]
+        np.sqrt(1.0 - rho**2) * (user_effects[users] + item_effects[items])
+        + rho * np.sqrt(2.0) * affinity
         + numeric[:, num_click_numeric:] @ conversion_weights
     ) / np.sqrt(3.0)
+    if click_rate is not None:
+        values["click_bias"] = _solve_intercept(
+            values["click_scale"] * click_score, values["click_rate"]
+        )
     ctr = _sigmoid(values["click_bias"] + values["click_scale"] * click_score)
     cvr = _sigmoid(
         values["conversion_bias"]
@@ -181,7 +252,21 @@ def make_funnel(
         "ctr": column(ctr, "float64"),
         "cvr": column(cvr, "float64"),
         "ctcvr": column(ctr * cvr, "float64"),
+        "click_bias": values["click_bias"],
     }
+
+
+def _solve_intercept(scores, rate):
+    """The intercept `c` with `mean(sigma(c + scores)) == rate` (bisection; monotone in `c`)."""
+    low = np.log(rate / (1.0 - rate)) - np.max(np.abs(scores)) - 1.0
+    high = np.log(rate / (1.0 - rate)) + np.max(np.abs(scores)) + 1.0
+    while high - low > 1e-10:
+        middle = 0.5 * (low + high)
+        if np.mean(_sigmoid(middle + scores)) < rate:
+            low = middle
+        else:
+            high = middle
+    return float(0.5 * (low + high))
 
 
 def _sigmoid(z):
