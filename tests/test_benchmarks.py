@@ -119,3 +119,44 @@ def test_many_tasks_prints_the_solver_share(run_python):
     ], output
     for row in rows[1:]:
         assert float(row[2]) > 0.0 and float(row[3]) > 0.0 and row[4].endswith("%"), output
+
+
+def test_scaling_prints_routes_memory_and_a_plot(run_python, tmp_path):
+    plot = tmp_path / "scaling.png"
+    output = run_python(
+        "scaling.py",
+        *(
+            "--tasks",
+            "2",
+            "--trunks",
+            "--variants",
+            "equal",
+            "pcgrad+rep",
+            "pcgrad",
+            "--samples",
+            "128",
+            "--epochs",
+            "1",
+            "--memory-steps",
+            "2",
+            "--memory-tasks",
+            "2",
+            "--plot",
+            str(plot),
+        ),
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    rows = _table_rows(output, "tensorflow")
+    timed = [row for row in rows if row[1] == "mlp"]
+    assert [(row[3], row[4]) for row in timed] == [
+        ("losses", "equal"),
+        ("representation", "pcgrad+rep"),
+        ("parameters", "pcgrad"),
+    ], output
+    for row in timed:
+        assert float(row[5]) > 0.0 and math.isfinite(float(row[7])), output
+    memory = [row for row in rows if row[1] != "mlp"]
+    assert [row[2] for row in memory] == ["plain keras", "equal", "pcgrad+rep", "pcgrad"], output
+    for row in memory:
+        assert float(row[6]) >= float(row[5]) > 0.0, output
+    assert plot.stat().st_size > 0

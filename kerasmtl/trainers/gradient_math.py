@@ -20,6 +20,8 @@ import math
 import keras
 from keras import ops
 
+from kerasmtl.weighting.gram_utils import mask_gram
+
 PARAMETERS = "parameters"
 REPRESENTATION = "representation"
 
@@ -177,12 +179,6 @@ def task_gradient_matrix(per_task, shapes):
         ]
         rows.append(pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=0))
     return ops.stack(rows)
-
-
-def mask_gram(gram, present):
-    """Zeroes the rows and columns of absent tasks (whatever their gradients held)."""
-    both = ops.logical_and(present[:, None], present[None, :])
-    return ops.where(both, gram, ops.zeros_like(gram))
 
 
 def strategy_coefficients(strategy, gram, losses, present):

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kerasmtl.checks import check_number
+from kerasmtl.weighting.gram_utils import mask_gram
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -192,13 +193,6 @@ def masked_softmax(logits, mask):
     exponentials = ops.exp(ops.where(mask, logits - largest, float("-inf")))
     total = ops.sum(exponentials)
     return exponentials / ops.where(total > 0.0, total, 1.0)
-
-
-def mask_gram(gram, present):
-    """The float32 Gram matrix with the rows and columns of absent tasks set to 0."""
-    gram = ops.cast(gram, "float32")
-    inside = ops.logical_and(present[:, None], present[None, :])
-    return ops.where(inside, gram, 0.0)
 
 
 def check_seed(seed, owner):
