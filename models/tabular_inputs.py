@@ -30,24 +30,9 @@ name, which only a `bottom` layer can read.
 
 import keras
 
-from kerasmtl.inputs import make_inputs, unwrap_single
+from kerasmtl.inputs import CATEGORICAL, NUMERIC, parse_inputs, unwrap_single
 
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
-
-
-def _is_shape(value):
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value
-    )
-
-
-def _spec_error(name, spec):
-    return ValueError(
-        f"Input '{name}' has an unknown specification. Use a shape tuple such as (100,), "
-        "a keras.Input, 'numeric', ('numeric', size), ('categorical', vocabulary_size) or "
-        f"('categorical', vocabulary_size, embedding_dim). Received: {name}={spec!r}"
-    )
+__all__ = ["CATEGORICAL", "NUMERIC", "build_inputs"]
 
 
 def build_inputs(inputs, embedding_dim=8):
@@ -66,42 +51,20 @@ def build_inputs(inputs, embedding_dim=8):
         raise ValueError(
             f"`embedding_dim` must be a positive integer. Received: embedding_dim={embedding_dim!r}"
         )
-    if not isinstance(inputs, dict):
-        model_inputs = make_inputs(inputs)
-        processed = (
-            {tensor.name: tensor for tensor in model_inputs}
-            if isinstance(model_inputs, list)
-            else {model_inputs.name: model_inputs}
-        )
-        return unwrap_single(model_inputs), _combine(processed)
-    if not inputs:
-        raise ValueError("`inputs` must name at least one input. Received: inputs={}")
+    # One parser of input specifications (`kerasmtl.inputs`); this adds the embeddings.
     model_inputs, processed = {}, {}
-    for name, spec in inputs.items():
-        if isinstance(spec, keras.KerasTensor) or _is_shape(spec):
-            tensor = make_inputs({name: spec})[name]
-            model_inputs[name], processed[name] = tensor, tensor
-        elif spec == NUMERIC:
-            tensor = keras.Input((1,), name=name)
-            model_inputs[name], processed[name] = tensor, tensor
-        elif isinstance(spec, (list, tuple)) and spec and spec[0] == NUMERIC:
-            if len(spec) != 2 or not _is_shape(spec[1:]):
-                raise _spec_error(name, spec)
-            tensor = keras.Input((spec[1],), name=name)
-            model_inputs[name], processed[name] = tensor, tensor
-        elif isinstance(spec, (list, tuple)) and spec and spec[0] == CATEGORICAL:
-            if len(spec) not in (2, 3) or not _is_shape(spec[1:]):
-                raise _spec_error(name, spec)
-            vocabulary_size = spec[1]
-            dim = spec[2] if len(spec) == 3 else embedding_dim
-            tensor = keras.Input((1,), dtype="int32", name=name)
-            embedded = keras.layers.Embedding(vocabulary_size, dim, name=f"{name}_embedding")(
-                tensor
-            )
-            model_inputs[name] = tensor
-            processed[name] = keras.layers.Reshape((dim,), name=f"{name}_embedded")(embedded)
-        else:
-            raise _spec_error(name, spec)
+    for spec in parse_inputs(inputs, tabular=True):
+        tensor = model_inputs[spec.name] = spec.make_input()
+        if spec.categorical:
+            dim = spec.embedding_dim or embedding_dim
+            embedded = keras.layers.Embedding(
+                spec.vocabulary_size, dim, name=f"{spec.name}_embedding"
+            )(tensor)
+            tensor = keras.layers.Reshape((dim,), name=f"{spec.name}_embedded")(embedded)
+        processed[spec.name] = tensor
+    if not isinstance(inputs, dict):
+        model_inputs = list(model_inputs.values())
+        model_inputs = model_inputs if isinstance(inputs, (list, tuple)) else model_inputs[0]
     return unwrap_single(model_inputs), _combine(processed)
 
 
