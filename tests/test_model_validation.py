@@ -355,8 +355,15 @@ def test_sample_weight_dict_with_every_task_and_a_single_array_train():
     model.compile(optimizer="sgd")
     x, y = _data(n=16)
     weights = {"a": np.ones((16,), "float32"), "b": np.full((16,), 2.0, "float32")}
-    model.fit(x, y, sample_weight=weights, epochs=1, verbose=0)
-    model.fit(x, y, sample_weight=np.ones((16,), "float32"), epochs=1, verbose=0)
+    before = model.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    weighted = model.test_on_batch(x, y, sample_weight=weights, return_dict=True)
+    # Task b's samples weigh 2: its logged loss doubles, task a's does not move.
+    np.testing.assert_allclose(weighted["b_loss"], 2.0 * before["b_loss"], rtol=1e-5)
+    np.testing.assert_allclose(weighted["a_loss"], before["a_loss"], rtol=1e-5)
+    history = model.fit(x, y, sample_weight=weights, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    history = model.fit(x, y, sample_weight=np.ones((16,), "float32"), epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
 
 
 # === A task without labels ===
