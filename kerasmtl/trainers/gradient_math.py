@@ -280,6 +280,13 @@ def check_gradient_source(model, strategy, gradients):
             "`gradients` must be 'parameters' or 'representation'. "
             f"Received: gradients={gradients!r}"
         )
+    if source == PARAMETERS and getattr(strategy, "combines_representation_gradients", False):
+        raise ValueError(
+            f"'{strategy.name}' combines the task gradients coordinate by coordinate at the "
+            "shared representation and cannot use gradients with respect to the parameters. "
+            "Use gradients='representation' (the default for it) on a model with a shared "
+            f"representation. Received: gradients={gradients!r}"
+        )
     if source == REPRESENTATION:
         if not strategy.supports_representation_gradients:
             raise ValueError(
@@ -299,6 +306,30 @@ def check_gradient_source(model, strategy, gradients):
                 f"gradients='representation', model={model.name!r} ({type(model).__name__})"
             )
     return source
+
+
+def representation_correction(strategy, task_gradients, representation, coefficients, present):
+    """What the strategy's representation hook adds to `sum_k a_k g_k`, or `None`.
+
+    For a strategy with `combines_representation_gradients`, the trunk must
+    receive `strategy.combine_representation_gradients(g, present, A)` instead
+    of `sum_k a_k g_k` (what one backward pass of `sum_k a_k L_k` gives it).
+    The trainers add the returned difference as an extra output gradient of the
+    representation, so the heads keep `sum_k a_k dL_k/dheads` and the trunk gets
+    exactly the hook's gradient. `task_gradients` is `(K, *representation.shape)`;
+    absent tasks' rows are zeroed here. The result has the representation's dtype.
+    """
+    if not getattr(strategy, "combines_representation_gradients", False):
+        return None
+    gradients = zero_absent(ops.cast(task_gradients, "float32"), present)
+    combined = ops.cast(
+        strategy.combine_representation_gradients(gradients, present, representation), "float32"
+    )
+    weights = ops.reshape(
+        ops.cast(coefficients, "float32"), (-1,) + (1,) * (len(gradients.shape) - 1)
+    )
+    correction = ops.stop_gradient(combined - ops.sum(weights * gradients, axis=0))
+    return ops.cast(correction, representation.dtype)
 
 
 def head_inputs(model, representation, x):

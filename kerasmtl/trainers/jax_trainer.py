@@ -117,6 +117,15 @@ def gradient_train_step(model, state, data):
         )
         cotangent = jnp.concatenate([coefficients, jnp.ones((1,), coefficients.dtype)])
         head_gradients, feature_cotangent = heads_vjp(cotangent)
+        if strategy.combines_representation_gradients:
+            # The strategy's per-coordinate rule (its second hook) sets what the trunk
+            # receives: its difference from `sum_k a_k g_k` is added to the cotangent.
+            with _scope(model, trainable, new_non_trainable) as scope:
+                correction = gm.representation_correction(
+                    strategy, feature_gradients, features, coefficients, present
+                )
+            new_non_trainable = _read_back(scope, model.non_trainable_variables, new_non_trainable)
+            feature_cotangent = feature_cotangent + correction.astype(feature_cotangent.dtype)
         (trunk_gradients,) = trunk_vjp(feature_cotangent)
         gradients = [h + t for h, t in zip(head_gradients, trunk_gradients)]
     else:

@@ -56,7 +56,10 @@ def gradient_train_step(model, data):
     With `gradients="representation"`, g_k is the gradient with respect to the
     shared representation (the trunk's output for the whole batch, flattened):
     K cheap passes through the heads only, then one backward pass of
-    `sum_k a_k L_k` through the whole model.
+    `sum_k a_k L_k` through the whole model. A strategy that declares
+    `combines_representation_gradients` (GradDrop) sets what the trunk receives
+    instead, from the K representation gradients
+    (`gm.representation_correction`); the heads still get `sum_k a_k dL_k`.
 
     Mixed precision: the task losses are scaled by the optimizer's loss scale
     (`LossScaleOptimizer`) before differentiation and the Gram matrix is unscaled
@@ -152,9 +155,23 @@ def gradient_train_step(model, data):
         rows = gm.zero_absent(_rows(task_gradients), present)
         gram = distributed.all_reduce_sum(tf.matmul(rows, rows, transpose_b=True))
         coefficients = coefficients_from(gram)
+        # A strategy with a per-coordinate rule (its second hook) changes what the
+        # trunk receives: the difference enters as an output gradient of the
+        # representation, added to the one `sum_k a_k L_k` sends back.
+        correction = gm.representation_correction(
+            strategy, tf.stack(task_gradients), representation, coefficients, present
+        )
         with tape:
             scaled_total = tf.reduce_sum(coefficients * tf.stack(scaled_losses)) + scaled_extra
-        gradients = tape.gradient(scaled_total, variables, unconnected_gradients="zero")
+        if correction is None:
+            gradients = tape.gradient(scaled_total, variables, unconnected_gradients="zero")
+        else:
+            gradients = tape.gradient(
+                [scaled_total, representation],
+                variables,
+                output_gradients=[tf.ones_like(scaled_total), correction],
+                unconnected_gradients="zero",
+            )
     else:
         per_task = [tape.gradient(scaled_losses[k], variables) for k in range(len(task_losses))]
         shared = model.shared_variable_indices

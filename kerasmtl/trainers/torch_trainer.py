@@ -52,15 +52,28 @@ def gradient_train_step(model, data):
     losses = torch.where(present, vector.detach(), torch.zeros_like(vector))
 
     if model.gradient_source == gm.REPRESENTATION:
-        rows = torch.stack(
-            [_grad_or_zeros(scaled[k], [representation])[0].reshape(-1) for k in range(num_tasks)]
+        stacked = torch.stack(
+            [_grad_or_zeros(scaled[k], [representation])[0] for k in range(num_tasks)]
         )
-        rows = gm.zero_absent(rows.float(), present)
+        rows = gm.zero_absent(stacked.reshape(num_tasks, -1).float(), present)
         with torch.no_grad():
             gram = rows @ rows.T / scale**2
             coefficients = gm.strategy_coefficients(strategy, gram, losses, present)
+            # A per-coordinate rule of the strategy (its second hook): what it adds to
+            # the `sum_k a_k g_k` the trunk would receive.
+            correction = gm.representation_correction(
+                strategy, stacked, representation.detach(), coefficients, present
+            )
         total = sum(coefficients[k] * scaled[k] for k in range(num_tasks)) + extra * scale
-        gradients = torch.autograd.grad(total, values, allow_unused=True)
+        if correction is None:
+            gradients = torch.autograd.grad(total, values, allow_unused=True)
+        else:
+            gradients = torch.autograd.grad(
+                [total, representation],
+                values,
+                grad_outputs=[torch.ones_like(total), correction],
+                allow_unused=True,
+            )
     else:
         per_task = [
             torch.autograd.grad(scaled[k], values, retain_graph=True, allow_unused=True)

@@ -18,6 +18,7 @@ from kerasmtl.weighting.fair_grad import FairGrad
 from kerasmtl.weighting.famo import FAMO
 from kerasmtl.weighting.fixed import Fixed
 from kerasmtl.weighting.gls import GLS
+from kerasmtl.weighting.grad_drop import GradDrop
 from kerasmtl.weighting.grad_norm import GradNorm
 from kerasmtl.weighting.grad_vac import GradVac
 from kerasmtl.weighting.imtl import IMTL
@@ -35,6 +36,7 @@ from kerasmtl.weighting.upgrad import UPGrad
 
 ALL_OBJECTS = {
     PCGrad,
+    GradDrop,
     GradVac,
     IMTLG,
     AlignedMTL,
@@ -86,8 +88,9 @@ def registry_name(name):
 #: ones), our `Equal`. TorchJD's `Sum` is `Equal`; its `Mean` (weights `1/K`)
 #: and `Random` (`softmax` of a normal sample, summing to 1) are `Equal` and
 #: `RLW` on the kit's scale, where weights sum to `K` (same direction, a step
-#: `K` times larger); `Constant` (given weights) is `Fixed`. Methods the kit
-#: does not have (GradDrop, MoCo, Krum, TrimmedMean, ...) are not aliased.
+#: `K` times larger); `Constant` (given weights) is `Fixed`. TorchJD's
+#: `GradDrop` is our `GradDrop` (its class name). Methods the kit
+#: does not have (MoCo, Krum, TrimmedMean, ...) are not aliased.
 ALIASES = {
     "EW": Equal,
     "UW": Uncertainty,

@@ -58,6 +58,11 @@ class Weighting(keras.layers.Layer):
     #: Whether the strategy may work on gradients with respect to the shared
     #: representation instead of the shared parameters ("rep-grad").
     supports_representation_gradients = True
+    #: Whether the strategy combines the task gradients with respect to the shared
+    #: representation itself, coordinate by coordinate
+    #: (`combine_representation_gradients`), instead of the trunk receiving
+    #: `sum_k a_k g_k`. Such a strategy needs `gradients="representation"`.
+    combines_representation_gradients = False
 
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -101,6 +106,24 @@ class Weighting(keras.layers.Layer):
     def compute_weights_from_gram(self, gram, losses, present=None):
         """Returns the `(num_tasks,)` coefficients from the task-gradient Gram matrix."""
         raise NotImplementedError(f"{self.__class__.__name__} is not a gradient-based strategy.")
+
+    def combine_representation_gradients(self, task_gradients, present, representation=None):
+        """Returns the gradient the trunk receives from the `(K, batch, ...)` task gradients.
+
+        The second, optional hook of the gradient step, called on the
+        representation route when `combines_representation_gradients` is
+        `True` (the Gram contract stays the default): `task_gradients[k]` is
+        task k's gradient with respect to the shared representation
+        `representation` (`(batch, ...)`), the absent tasks' rows are zero, and
+        the result (shaped like the representation) replaces `sum_k a_k g_k`
+        in the trunk's backward pass. The heads still get `a_k` times their
+        task gradients, with `a` from `compute_weights_from_gram`. keras.ops
+        only; random draws through a `keras.random.SeedGenerator` attribute.
+        """
+        raise NotImplementedError(
+            f"{self.__class__.__name__} does not combine representation gradients "
+            "(combines_representation_gradients is False)."
+        )
 
     def update(self, epoch_losses):
         """Epoch-level update from the epoch's mean per-task losses (default: none)."""

@@ -18,9 +18,9 @@ import numpy as np  # noqa: E402
 import kerasmtl  # noqa: E402
 from kerasmtl import Task  # noqa: E402
 
-# RLW draws random weights and LearnedSoftmax starts from random logits: the draws differ
-# between backends by design.
-RANDOM_STRATEGIES = ("rlw", "learned_softmax")
+# RLW draws random weights, LearnedSoftmax starts from random logits and GradDrop draws a
+# uniform per representation feature: the draws differ between backends by design.
+RANDOM_STRATEGIES = ("rlw", "learned_softmax", "grad_drop")
 
 
 def build_model():
