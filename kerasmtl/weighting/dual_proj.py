@@ -1,15 +1,12 @@
 """DualProj: the mean gradient projected onto the dual cone of the task gradients."""
 
 import keras
-from keras import ops
 
-from kerasmtl.checks import check_number
-from kerasmtl.weighting import solvers
-from kerasmtl.weighting.base_weighting import Weighting, check_number_list, gram_inputs
+from kerasmtl.weighting.upgrad import UPGrad
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class DualProj(Weighting):
+class DualProj(UPGrad):
     """DualProj: the (weighted) mean of the task gradients projected onto their dual cone.
 
     From Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization"
@@ -33,9 +30,11 @@ class DualProj(Weighting):
     the exact projection.
 
     Deviation: TorchJD solves the quadratic program with `quadprog` on the
-    host; here it is solved in the graph by
-    `kerasmtl.weighting.solvers.lower_bounded_qp` (exact support enumeration for
-    `K <= 10`, FISTA plus an exact polish beyond).
+    host; here it is solved exactly in the graph by
+    `kerasmtl.weighting.solvers.lower_bounded_qp` (support enumeration for up to
+    5 tasks, a primal active-set method beyond). It is UPGrad's computation
+    with the one lower bound `p` instead of UPGrad's `K` bounds `p_i e_i`, so
+    the class extends `UPGrad`.
 
     Absent tasks (no labelled sample in the batch, or a non-finite loss): the
     projection uses the present tasks' gradients only and the absent tasks get
@@ -47,7 +46,8 @@ class DualProj(Weighting):
         pref_vector: optional list of `K` floats, the preference weights `p`.
         norm_eps: trace threshold below which the Gram matrix is treated as zero.
         reg_eps: ridge added to the trace-normalised Gram matrix.
-        num_iterations: FISTA iterations, used only for more than 10 tasks.
+        num_iterations: the most active-set iterations (more than 5 tasks);
+            the solver stops at the optimum.
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:
@@ -62,56 +62,6 @@ class DualProj(Weighting):
     [0.75, 0.5]
     """
 
-    requires_gradients = True
-    #: Gradients the strategy is designed for: "parameters" (shared parameters).
-    preferred_gradients = "parameters"
-
-    def __init__(
-        self, pref_vector=None, norm_eps=1e-4, reg_eps=1e-4, num_iterations=2000, **kwargs
-    ):
-        super().__init__(**kwargs)
-        owner = self.__class__.__name__
-        self.pref_vector = check_number_list(pref_vector, "pref_vector", owner)
-        self.norm_eps = check_number(norm_eps, "norm_eps", owner)
-        self.reg_eps = check_number(reg_eps, "reg_eps", owner)
-        self.num_iterations = check_number(
-            num_iterations, "num_iterations", owner, minimum=1, integer=True
-        )
-
-    def build(self, losses_shape):
-        super().build(losses_shape)
-        if self.pref_vector is not None and len(self.pref_vector) != self.num_tasks:
-            raise ValueError(
-                f"`pref_vector` has {len(self.pref_vector)} values but the model has "
-                f"{self.num_tasks} tasks. Received: pref_vector={self.pref_vector}"
-            )
-
-    def compute_weights_from_gram(self, gram, losses, present=None):
-        gram, _, present = gram_inputs(gram, losses, present)
-        num = gram.shape[-1]
-        gram = 0.5 * (gram + ops.transpose(gram))
-        trace = ops.trace(gram)
-        normalized = ops.where(
-            trace >= self.norm_eps, gram / ops.where(trace > 0.0, trace, 1.0), 0.0
-        )
-        regularized = normalized + self.reg_eps * ops.eye(num, dtype="float32")
-        present_float = ops.cast(present, "float32")
-        if self.pref_vector is None:
-            preferences = present_float / ops.maximum(ops.sum(present_float), 1.0)
-        else:
-            preferences = ops.convert_to_tensor(self.pref_vector, dtype="float32")
-            preferences = preferences * present_float
-        projection = solvers.lower_bounded_qp(
-            regularized, preferences[None, :], num_iterations=self.num_iterations
-        )
-        # An absent task has no coupling and bound 0: its coefficient is 0.
-        return ops.where(present, projection[0], 0.0)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "pref_vector": self.pref_vector,
-            "norm_eps": self.norm_eps,
-            "reg_eps": self.reg_eps,
-            "num_iterations": self.num_iterations,
-        }
+    def _lower_bounds(self, preferences):
+        """The one quadratic program's lower bound: `p` itself."""
+        return preferences[None, :]

@@ -97,10 +97,14 @@ class UPGrad(Weighting):
             preferences = ops.convert_to_tensor(self.pref_vector, dtype="float32")
             preferences = preferences * present_float
         projections = solvers.lower_bounded_qp(
-            regularized, ops.diag(preferences), num_iterations=self.num_iterations
+            regularized, self._lower_bounds(preferences), num_iterations=self.num_iterations
         )
         # An absent task's coefficient is 0 in every projection (no coupling, bound 0).
         return ops.where(present, ops.sum(projections, axis=0), 0.0)
+
+    def _lower_bounds(self, preferences):
+        """The rows `u` of the quadratic programs: `p_i e_i`, one per task."""
+        return ops.diag(preferences)
 
     def get_config(self):
         return {
