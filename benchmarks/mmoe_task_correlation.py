@@ -134,8 +134,8 @@ def _count(name, args, bottom_units=16, ple_expert_units=16):
 
 
 def _closest_size(count_of, target):
-    """The width in [1, 1024] whose (increasing) parameter count is closest to `target`."""
-    low, high = 1, 1024
+    """The width in [1, 512] whose (increasing) parameter count is closest to `target`."""
+    low, high = 1, 512
     while low < high:  # smallest width with count >= target
         middle = (low + high) // 2
         if count_of(middle) >= target:
@@ -149,12 +149,16 @@ def _closest_size(count_of, target):
 def matched_sizes(args):
     """The shared-bottom and PLE widths (given or matched to MMoE's count) and every count."""
     target = _count("mmoe", args)
-    bottom_units = args.bottom_units or _closest_size(
-        lambda size: _count("shared_bottom", args, bottom_units=size), target
-    )
-    ple_expert_units = args.ple_expert_units or _closest_size(
-        lambda size: _count("ple", args, ple_expert_units=size), target
-    )
+    bottom_units, ple_expert_units = args.bottom_units, args.ple_expert_units
+    if bottom_units is None and "shared_bottom" in args.models:
+        bottom_units = _closest_size(
+            lambda size: _count("shared_bottom", args, bottom_units=size), target
+        )
+    if ple_expert_units is None and "ple" in args.models:
+        ple_expert_units = _closest_size(
+            lambda size: _count("ple", args, ple_expert_units=size), target
+        )
+    bottom_units, ple_expert_units = bottom_units or 1, ple_expert_units or 1  # unused if absent
     counts = {name: _count(name, args, bottom_units, ple_expert_units) for name in args.models}
     return bottom_units, ple_expert_units, counts
 
@@ -162,7 +166,37 @@ def matched_sizes(args):
 # === Experiment ===
 
 
-def run(name, correlation, seed, args, bottom_units, ple_expert_units):
+def trained_model(name, seed, args, bottom_units, ple_expert_units, compiled):
+    """A model with the initialization of `seed`, compiled, with a fresh optimizer state.
+
+    With `args.fresh_models`, a new model is built and compiled. Otherwise the
+    first model of each architecture is kept in `compiled`: later runs copy a
+    new model's initial weights into it and restore its optimizer's initial
+    state, so its traced train step is reused instead of traced again (about
+    1.5-2 s per run, most of a short run's time).
+    """
+    keras.utils.set_random_seed(seed)
+    if args.fresh_models:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+    fresh = build(name, args, bottom_units, ple_expert_units)
+    if args.fresh_models or name not in compiled:
+        fresh.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+        fresh.optimizer.build(fresh.trainable_variables)
+        initial_state = [np.array(variable) for variable in fresh.optimizer.variables]
+        if not args.fresh_models:
+            compiled[name] = (fresh, initial_state)
+        return fresh
+    model, initial_state = compiled[name]
+    # The compiled model also holds the strategy's constant loss weights (non-trainable).
+    for variable, value in zip(model.trainable_weights, fresh.trainable_weights):
+        variable.assign(value)
+    for variable, value in zip(model.optimizer.variables, initial_state):
+        variable.assign(value)
+    return model
+
+
+def run(name, correlation, seed, args, bottom_units, ple_expert_units, compiled):
     x, y = mmoe_synthetic(
         args.num_train + args.num_test,
         correlation,
@@ -173,11 +207,8 @@ def run(name, correlation, seed, args, bottom_units, ple_expert_units):
     train = slice(0, args.num_train)
     test = slice(args.num_train, None)
     start = time.perf_counter()
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    model = build(name, args, bottom_units, ple_expert_units)
-    num_params = model.count_params()  # before compile, which may add non-trainable state
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    model = trained_model(name, seed, args, bottom_units, ple_expert_units, compiled)
+    num_params = sum(int(np.prod(variable.shape)) for variable in model.trainable_weights)
     model.fit(
         x[train],
         {task: y[task][train] for task in TASKS},
@@ -185,20 +216,25 @@ def run(name, correlation, seed, args, bottom_units, ple_expert_units):
         batch_size=args.batch_size,
         verbose=0,
     )
-    result = model.evaluate(
-        x[test],
-        {task: y[task][test] for task in TASKS},
-        batch_size=1024,
-        verbose=0,
-        return_dict=True,
-    )
+    predictions = model(x[test])
     return {
         "model": name,
         "correlation": float(correlation),
         "seed": int(seed),
-        "params": int(num_params),
+        "params": num_params,
         "label_correlation": float(np.corrcoef(y[TASKS[0]][:, 0], y[TASKS[1]][:, 0])[0, 1]),
-        **{task: float(result[f"{task}_loss"]) for task in TASKS},
+        **{
+            task: float(
+                np.mean(
+                    (
+                        keras.ops.convert_to_numpy(predictions[task]).astype("float64")
+                        - y[task][test]
+                    )
+                    ** 2
+                )
+            )
+            for task in TASKS
+        },
         "seconds": time.perf_counter() - start,
     }
 
@@ -210,11 +246,13 @@ def run_all(args, output):
         flush=True,
     )
     start = time.perf_counter()
-    records = []
+    records, compiled = [], {}
     for seed in args.seeds:
         for correlation in args.correlations:
             for name in args.models:
-                record = run(name, correlation, seed, args, bottom_units, ple_expert_units)
+                record = run(
+                    name, correlation, seed, args, bottom_units, ple_expert_units, compiled
+                )
                 records.append(record)
                 if output is not None:
                     output.write(json.dumps(record) + "\n")
@@ -225,6 +263,7 @@ def run_all(args, output):
 
 def run_workers(args):
     """Splits the seeds over `args.workers` child processes of one thread each, merges."""
+    args.bottom_units, args.ple_expert_units, _ = matched_sizes(args)  # once, for every worker
     environment = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -235,13 +274,18 @@ def run_workers(args):
             "intra_op_parallelism_threads=1"
         ).strip(),
     }
-    directory = tempfile.mkdtemp(prefix="mmoe_task_correlation_")
+    # Next to --output when given, so that a stopped run's finished records can be merged.
+    directory = None if args.output else tempfile.mkdtemp(prefix="mmoe_task_correlation_")
     processes, paths = [], []
     for worker in range(args.workers):
         seeds = args.seeds[worker :: args.workers]
         if not seeds:
             continue
-        path = os.path.join(directory, f"worker_{worker}.jsonl")
+        path = (
+            f"{args.output}.worker{worker}"
+            if directory is None
+            else os.path.join(directory, f"worker_{worker}.jsonl")
+        )
         command = [
             sys.executable,
             os.path.abspath(__file__),
@@ -284,6 +328,8 @@ def _child_arguments(args):
     ):
         if getattr(args, key) is not None:
             arguments += ["--" + key.replace("_", "-"), str(getattr(args, key))]
+    if args.fresh_models:
+        arguments.append("--fresh-models")
     return arguments
 
 
@@ -439,6 +485,11 @@ def main():
     parser.add_argument("--ple-shared-experts", type=int, default=2)
     parser.add_argument("--ple-task-experts", type=int, default=1)
     parser.add_argument("--tower-units", type=int, default=8)
+    parser.add_argument(
+        "--fresh-models",
+        action="store_true",
+        help="build and compile a new model per run instead of re-initializing one per model",
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="processes (one thread each) that split the seeds"
     )
