@@ -419,8 +419,8 @@ def print_tables(records):
         print(f"| {name} | {params[name]} | {ratio} |")
 
     print("\nper-task test MSE, mean ± 95% CI")
-    print("| correlation | label corr | model | n | task_1 MSE | task_2 MSE | mean |")
-    print("|---|---|---|---|---|---|---|")
+    print("| correlation | label corr | model | params | n | task_1 MSE | task_2 MSE | mean |")
+    print("|---|---|---|---|---|---|---|---|")
     for correlation in correlations:
         for name in names:
             runs = list(table.get((name, correlation), {}).values())
@@ -429,7 +429,7 @@ def print_tables(records):
             label = np.mean([r["label_correlation"] for r in runs])
             columns = [[r[task] for r in runs] for task in TASKS]
             print(
-                f"| {correlation:.2f} | {label:.3f} | {name} | {len(runs)} | "
+                f"| {correlation:.2f} | {label:.3f} | {name} | {params[name]} | {len(runs)} | "
                 f"{_cell(columns[0])} | {_cell(columns[1])} | "
                 f"{_cell(np.mean(columns, axis=0))} |"
             )
