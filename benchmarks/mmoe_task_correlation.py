@@ -188,7 +188,7 @@ def trained_model(name, seed, args, bottom_units, ple_expert_units, compiled):
     if args.fresh_models or name not in compiled:
         fresh.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
         fresh.optimizer.build(fresh.trainable_variables)
-        initial_state = [keras.ops.convert_to_numpy(v.value) for v in fresh.optimizer.variables]
+        initial_state = [keras.ops.copy(v.value) for v in fresh.optimizer.variables]
         if not args.fresh_models:
             compiled[name] = (fresh, initial_state)
         return fresh
