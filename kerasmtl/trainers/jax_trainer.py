@@ -16,6 +16,7 @@ from keras import ops
 
 from kerasmtl.trainers import gradient_math as gm
 from kerasmtl.trainers.base_trainer import BaseMultiTaskTrainer
+from kerasmtl.trainers.jax_task_gradients import task_vjps
 
 
 class JAXMultiTaskTrainer(BaseMultiTaskTrainer):
@@ -49,7 +50,7 @@ def gradient_train_step(model, state, data):
     Parameter gradients: one forward pass of the whole model, `jax.vjp` of the
     vector of the K task losses and the extra loss (regularisers, `add_loss`,
     soft sharing's penalty), then the K task gradients and, when the model has
-    extra loss terms, the extra loss's from its pullback (`_task_vjps`: batched
+    extra loss terms, the extra loss's from its pullback (`task_vjps`: batched
     with `jax.vmap` on accelerators, separate passes on the CPU) over rows of the
     identity as cotangents. They form one matrix: the Gram matrix is one product
     over the shared variables' columns; the update `sum_k a_k g_k + g_extra` is
@@ -108,7 +109,7 @@ def gradient_train_step(model, state, data):
         y_pred, new_non_trainable, counts, new_metrics, vector = aux
         present = gm.present_tasks(vector[:num_tasks], counts)
         cotangents = jnp.eye(num_tasks + 1, dtype=vector.dtype)[:num_tasks]
-        feature_gradients = _task_vjps(lambda c: heads_vjp(c)[1], cotangents)
+        feature_gradients = task_vjps(lambda c: heads_vjp(c)[1], cotangents)
         rows = gm.zero_absent(jnp.reshape(feature_gradients, (num_tasks, -1)), present)
         gram = rows @ rows.T / scale**2
         losses = jnp.where(present, vector[:num_tasks], 0.0)
@@ -149,7 +150,7 @@ def gradient_train_step(model, state, data):
         # backward pass).
         num_rows = num_tasks + (1 if extra_terms[-1] else 0)
         cotangents = jnp.eye(num_tasks + 1, dtype=vector.dtype)[:num_rows]
-        (stacked,) = _task_vjps(vjp_function, cotangents)
+        (stacked,) = task_vjps(vjp_function, cotangents)
         # One (rows, P) matrix, the shared variables' columns first: one product for
         # the Gram matrix, one (coefficients, then 1 for the extra loss) for the update.
         shared = list(model.shared_variable_indices)
@@ -184,22 +185,6 @@ def gradient_train_step(model, state, data):
         new_metrics, total, x, y, y_pred, sample_weight
     )
     return logs, (trainable, new_non_trainable, optimizer_variables, new_metrics)
-
-
-def _task_vjps(vjp_function, cotangents):
-    """`vjp_function` of each row of `cotangents`, stacked on a leading axis.
-
-    One batched pass (`jax.vmap`) on accelerators; on the CPU a loop of separate
-    passes, which XLA's CPU backend runs faster: on the standard workload (2
-    cores) PCGrad and MGDA steps cost 2.95-3.2x (K=2) and 5.3-6.0x (K=5) plain
-    Keras's with `vmap`, against 1.65-1.7x and 2.3-2.5x with separate passes
-    (benchmarks/README.md, section (f)). The accelerator choice is not measured
-    yet.
-    """
-    if jax.default_backend() != "cpu":
-        return jax.vmap(vjp_function)(cotangents)
-    rows = [vjp_function(cotangents[k]) for k in range(cotangents.shape[0])]
-    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *rows)
 
 
 def _coefficients(model, strategy, gram, losses, present, trainable, non_trainable):
