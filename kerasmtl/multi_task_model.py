@@ -232,6 +232,8 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
             strategy = weighting_module.Fixed([float(static[name]) for name in names])
         else:
             strategy = weighting_module.get(weighting)
+        # A strategy that takes task names resolves them here (and fails, listing the tasks).
+        strategy.bind_tasks(names)
         if not strategy.built:
             strategy.build((len(names),))
         elif strategy.num_tasks != len(names):
@@ -339,9 +341,7 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
                     if element is not None:
                         self._check_class_ids(self._standardize_labels(element[1]))
         if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
-            val_x, val_y, val_weight = keras.utils.unpack_x_y_sample_weight(
-                tuple(validation_data)
-            )
+            val_x, val_y, val_weight = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
             self._check_data(val_x, val_y, val_weight)
         elif validation_data is not None:
             self._check_data(validation_data, None)
@@ -495,9 +495,7 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
     def _standardize_labels(self, y):
         if not isinstance(y, dict) and len(self._task_names) == 1 and y is not None:
             y = {self._task_names[0]: y}
-        validate_labels(
-            y, self._task_names, self._output_shapes(), self._task_losses_by_name()
-        )
+        validate_labels(y, self._task_names, self._output_shapes(), self._task_losses_by_name())
         return y
 
     def _task_sample_weight(self, sample_weight, name):
@@ -655,18 +653,14 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
         for key, name in getattr(self, "_task_log_keys", {}).items():
             if key in results and key != f"{name}_weight":
                 value = ops.convert_to_tensor(results[key])
-                results[key] = ops.where(
-                    labelled[name], value, ops.full_like(value, float("nan"))
-                )
+                results[key] = ops.where(labelled[name], value, ops.full_like(value, float("nan")))
         return results
 
     def _is_internal_metric(self, metric):
         return any(metric is tracker for tracker in self._non_finite_trackers)
 
     def _tracker_names(self):
-        return {
-            tracker.name for tracker in self._task_loss_trackers + self._task_weight_trackers
-        }
+        return {tracker.name for tracker in self._task_loss_trackers + self._task_weight_trackers}
 
     def _model_log_keys(self):
         """The log keys that belong to no task: Keras's `loss` and the model's own metrics."""

@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from kerasmtl.trainers import gradient_math as gm
+from kerasmtl.trainers import lookahead
 from kerasmtl.trainers.base_trainer import BaseMultiTaskTrainer
 from kerasmtl.trainers.jax_task_gradients import task_vjps
 
@@ -23,9 +24,31 @@ class JAXMultiTaskTrainer(BaseMultiTaskTrainer):
     """Mixed into `MultiTaskModel` on the JAX backend (before `keras.Model`)."""
 
     def train_step(self, state, data):
+        if lookahead.uses_lookahead(self):
+            state = lookahead_meta_step(self, state, data)
         if not self._uses_gradient_step():
             return super().train_step(state, data)
         return gradient_train_step(self, state, data)
+
+
+def _value_and_grad(function, values):
+    (_, aux), gradients = jax.value_and_grad(function, has_aux=True)(values)
+    return aux, gradients
+
+
+def lookahead_meta_step(model, state, data):
+    """The strategy's lookahead meta update (Auto-Lambda), pure: returns the new state."""
+    trainable, non_trainable, optimizer_variables, metrics_variables = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    mapping = list(zip(model.trainable_variables, trainable))
+    mapping += list(zip(model.non_trainable_variables, non_trainable))
+    mapping += list(zip(model.optimizer.variables, optimizer_variables))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        lookahead.meta_step(
+            model, x, y, sample_weight, list(trainable), list(non_trainable), _value_and_grad
+        )
+    non_trainable = _read_back(scope, model.non_trainable_variables, non_trainable)
+    return trainable, non_trainable, optimizer_variables, metrics_variables
 
 
 def _scope(model, trainable, non_trainable, metrics=None, collect_losses=False):

@@ -7,12 +7,15 @@ import tensorflow as tf
 
 from kerasmtl.trainers import distributed
 from kerasmtl.trainers import gradient_math as gm
+from kerasmtl.trainers import lookahead
 
 
 class TensorFlowMultiTaskTrainer:
     """Mixed into `MultiTaskModel` on the TensorFlow backend (before `keras.Model`)."""
 
     def train_step(self, data):
+        if lookahead.uses_lookahead(self):
+            lookahead_meta_step(self, data)
         if not self._uses_gradient_step():
             return super().train_step(data)
         return gradient_train_step(self, data)
@@ -37,6 +40,36 @@ class TensorFlowMultiTaskTrainer:
             # Keras's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
             return distributed.fit_multi_worker_from_fit_arguments(self, x, y, args, kwargs)
         return None
+
+
+def _value_and_grad(function, values):
+    values = [tf.convert_to_tensor(value) for value in values]
+    with tf.GradientTape() as tape:
+        tape.watch(values)
+        value, aux = function(values)
+    return aux, tape.gradient(value, values, unconnected_gradients="zero")
+
+
+def lookahead_meta_step(model, data):
+    """The lookahead meta update of the strategy (Auto-Lambda), inside the traced step."""
+    replicas = distributed.num_replicas_in_sync()
+    if replicas > 1:
+        raise ValueError(
+            f"{model.weighting.__class__.__name__} does not train under a tf.distribute "
+            "strategy with several replicas: its lookahead meta update is not all-reduced, "
+            "so the replicas' task weights would differ. Train on one device (or on JAX "
+            f"with `keras.distribution`). Received: num_replicas_in_sync={replicas}"
+        )
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    lookahead.meta_step(
+        model,
+        x,
+        y,
+        sample_weight,
+        [tf.convert_to_tensor(v) for v in model.trainable_variables],
+        [tf.convert_to_tensor(v) for v in model.non_trainable_variables],
+        _value_and_grad,
+    )
 
 
 def _rows(gradients):

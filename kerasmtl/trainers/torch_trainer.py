@@ -4,6 +4,7 @@ import keras
 import torch
 
 from kerasmtl.trainers import gradient_math as gm
+from kerasmtl.trainers import lookahead
 from kerasmtl.trainers.base_trainer import BaseMultiTaskTrainer
 
 
@@ -11,9 +12,35 @@ class TorchMultiTaskTrainer(BaseMultiTaskTrainer):
     """Mixed into `MultiTaskModel` on the torch backend (before `keras.Model`)."""
 
     def train_step(self, data):
+        if lookahead.uses_lookahead(self):
+            lookahead_meta_step(self, data)
         if not self._uses_gradient_step():
             return super().train_step(data)
         return gradient_train_step(self, data)
+
+
+def _value_and_grad(function, values):
+    values = [value.detach().requires_grad_(True) for value in values]
+    value, aux = function(values)
+    gradients = torch.autograd.grad(value, values, allow_unused=True)
+    gradients = [
+        torch.zeros_like(v) if g is None else g.detach() for g, v in zip(gradients, values)
+    ]
+    return keras.tree.map_structure(lambda t: t.detach(), aux), gradients
+
+
+def lookahead_meta_step(model, data):
+    """The strategy's lookahead meta update (Auto-Lambda), eagerly."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    lookahead.meta_step(
+        model,
+        x,
+        y,
+        sample_weight,
+        [variable.value.detach() for variable in model.trainable_variables],
+        [variable.value.detach() for variable in model.non_trainable_variables],
+        _value_and_grad,
+    )
 
 
 def gradient_train_step(model, data):

@@ -6,6 +6,7 @@ import re
 import keras
 
 from kerasmtl.weighting.aligned_mtl import AlignedMTL
+from kerasmtl.weighting.auto_lambda import AutoLambda
 from kerasmtl.weighting.base_weighting import Weighting
 from kerasmtl.weighting.cagrad import CAGrad
 from kerasmtl.weighting.con_fig import ConFIG
@@ -54,6 +55,7 @@ ALL_OBJECTS = {
     ExcessMTL,
     DWA,
     FAMO,
+    AutoLambda,
     GLS,
     LearnedSoftmax,
     LossRatio,
@@ -101,6 +103,8 @@ ALIASES = {
     "Mean": Equal,
     "Random": RLW,
     "Constant": Fixed,
+    # The official Auto-Lambda code's name (`--weight autol`).
+    "autol": AutoLambda,
 }
 
 ALL_OBJECTS_DICT = {cls.__name__: cls for cls in ALL_OBJECTS}

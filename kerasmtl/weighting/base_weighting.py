@@ -63,6 +63,11 @@ class Weighting(keras.layers.Layer):
     #: (`combine_representation_gradients`), instead of the trunk receiving
     #: `sum_k a_k g_k`. Such a strategy needs `gradients="representation"`.
     combines_representation_gradients = False
+    #: Whether the strategy updates itself each training step from a one-step
+    #: lookahead (Auto-Lambda): the model's trainer then runs
+    #: `kerasmtl.trainers.lookahead` inside the train step, before the ordinary
+    #: loss-based step.
+    requires_lookahead = False
 
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -86,6 +91,15 @@ class Weighting(keras.layers.Layer):
                 trainable=False,
                 name="last_coefficients",
             )
+
+    def bind_tasks(self, task_names):
+        """Tells the strategy the model's task names, in task order (default: ignored).
+
+        `MultiTaskModel.compile` calls it before `build`, so a strategy that takes
+        task names as arguments can resolve them (and fail at compile, listing the
+        model's tasks).
+        """
+        del task_names
 
     def compute_weights(self, losses, present=None):
         """Returns the `(num_tasks,)` weight vector for the losses of this step.
