@@ -5,9 +5,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from kerasmtl.trainers import distributed
+from kerasmtl.trainers import distributed, lookahead
 from kerasmtl.trainers import gradient_math as gm
-from kerasmtl.trainers import lookahead
 
 
 class TensorFlowMultiTaskTrainer:
