@@ -72,6 +72,8 @@ _KKT_RTOL = 1e-6
 # CAGrad's affine subproblem is bounded when radius^2 - c > this times radius^2.
 _CURVATURE_FLOOR = 1e-6
 _METHODS = ("auto", "enumeration", "active_set")
+# Most primal-dual warm-start steps of `lower_bounded_qp` (it stops once every row is certified).
+_PRIMAL_DUAL_ITERATIONS = 25
 # Stand-in value of an absent entry in `project_to_simplex` (finite, so no inf - inf).
 _FAR_BELOW = -1e30
 
@@ -372,19 +374,78 @@ def _min_norm_active_set(gram, max_iterations, mask):
     )
 
 
+def _lower_bounded_primal_dual(ridged_unit, ridged, inv_scale, lower, max_iterations):
+    """Primal-dual active-set warm start for `min v^T G v` s.t. `v >= lower`, one problem per row.
+
+    Each step solves the problem with the current bound set `B` held at its
+    bounds (`v_B = lower_B`, the others free and stationary) and takes as the
+    next bound set the free entries that fell below their bound plus the bound
+    entries whose multiplier `(G v)_j` stays non-negative (Hintermueller, Ito &
+    Kunisch, "The primal-dual active set strategy as a semismooth Newton
+    method", SIAM J. Optim. 2002). Any number of constraints enter or leave per
+    step, so it typically ends in a handful of steps where the primal method
+    takes about twice the optimal support's size (measured at K = 40 on a rank-16
+    Gram matrix: at most 14 steps against ~50). When the set stops changing, the
+    point satisfies the same KKT test as the primal method's (feasible, free
+    gradient zero, bound multipliers above `-noise`): the row is done. The method
+    can cycle on matrices that are not M-matrices, so it is only a warm start:
+    rows it has not certified after `max_iterations` steps go on with the primal
+    method from their last point.
+
+    Returns:
+        `(v, free, done)`: a feasible point per row, its free set (every entry
+        above its bound) and whether the row is certified optimal.
+    """
+    scaled_lower = lower / inv_scale  # Jacobi variables b = D v
+
+    def body(iteration, v, free, done):
+        fixed = scaled_lower * (1.0 - free)
+        rhs = fixed - free * ops.matmul(fixed, ridged_unit)
+        y = _free_solve(ridged_unit, free, rhs[..., None])[..., 0] * inv_scale
+        y = ops.where(free > 0.0, y, lower)
+        grad = ops.matmul(y, ridged)
+        noise = _kkt_noise(ridged, y)
+        bound_next = ops.where(free > 0.0, y < lower, grad + noise >= 0.0)
+        free_next = 1.0 - ops.cast(bound_next, "float32")
+        settled = ops.all(free_next == free, axis=-1)
+        keep = done[:, None]
+        v_next = ops.where(keep, v, y)
+        free_next = ops.where(keep, free, free_next)
+        return iteration + 1, v_next, free_next, ops.logical_or(done, settled)
+
+    def running(iteration, _v, _free, done):
+        return ops.logical_and(iteration < max_iterations, ops.logical_not(ops.all(done)))
+
+    # Start from v = lower: release every bound with a negative multiplier.
+    grad = ops.matmul(lower, ridged)
+    free = ops.cast(grad + _kkt_noise(ridged, lower) < 0.0, "float32")
+    rows = lower.shape[0]
+    state = (ops.zeros((), "int32"), lower, free, ops.zeros((rows,), dtype="bool"))
+    _, v, free, done = ops.while_loop(running, body, state)
+    # An uncertified row restarts from its last stationary point clipped up to
+    # the bounds (feasible), with the entries above their bounds free.
+    v = ops.maximum(v, lower)
+    return v, ops.where(done[:, None], free, ops.cast(v > lower, "float32")), done
+
+
 def _lower_bounded_active_set(gram, lower, max_iterations):
-    """Primal active-set method for `min v^T G v` s.t. `v >= lower`, one problem per row.
+    """Active-set method for `min v^T G v` s.t. `v >= lower`, one problem per row.
 
     All rows iterate together (one batched solve per step), each with its own
-    free set; a row that is optimal stays put. Same method as
-    `_active_set_simplex` with bounds instead of the simplex: start at `v = lower`
-    (all bound), release the bound entry with the most negative gradient
-    `(G v)_j`, move towards the minimiser on the free set with the bound entries
-    fixed, and bind the first entry that reaches its bound.
+    free set; a row that is optimal stays put. A primal-dual active-set warm
+    start (`_lower_bounded_primal_dual`, many constraints per step) certifies
+    most problems in a few steps; the rows it leaves go on with the primal
+    method, the analogue of `_active_set_simplex` with bounds instead of the
+    simplex: from a feasible point, release the bound entry with the most
+    negative gradient `(G v)_j`, move towards the minimiser on the free set with
+    the bound entries fixed, and bind the first entry that reaches its bound.
     """
     inv_scale, ridged_unit, ridged = _working_matrices(gram)
     num = gram.shape[-1]
     scaled_lower = lower / inv_scale  # Jacobi variables b = D v
+    start, start_free, start_done = _lower_bounded_primal_dual(
+        ridged_unit, ridged, inv_scale, lower, min(max_iterations, _PRIMAL_DUAL_ITERATIONS)
+    )
 
     def body(iteration, v, free, done):
         fixed = scaled_lower * (1.0 - free)
@@ -416,13 +477,7 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
     def running(iteration, _v, _free, done):
         return ops.logical_and(iteration < max_iterations, ops.logical_not(ops.all(done)))
 
-    rows = lower.shape[0]
-    state = (
-        ops.zeros((), "int32"),
-        lower,
-        ops.zeros_like(lower),
-        ops.zeros((rows,), dtype="bool"),
-    )
+    state = (ops.zeros((), "int32"), start, start_free, start_done)
     _, v, _, _ = ops.while_loop(running, body, state)
     return v
 
