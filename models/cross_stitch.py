@@ -4,23 +4,13 @@ import keras
 
 from kerasmtl import architecture_config as ac
 from kerasmtl.layers import CrossStitch
-from kerasmtl.models.architecture_utils import (
-    apply_bottom,
-    base_config,
-    check_factory,
-    check_units,
-    deserialize_arguments,
-    make_layer,
-    task_outputs,
-    tower_names,
-)
-from kerasmtl.models.tabular_inputs import build_inputs
-from kerasmtl.multi_task_model import MultiTaskModel
+from kerasmtl.models.architecture_utils import check_factory, check_units, make_layer
+from kerasmtl.models.base_architecture import BaseArchitecture
 from kerasmtl.task import check_tasks
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class CrossStitchNetwork(MultiTaskModel):
+class CrossStitchNetwork(BaseArchitecture):
     """A cross-stitch network: parallel task networks joined by learned mixing.
 
     From Misra et al., "Cross-stitch Networks for Multi-task Learning" (CVPR
@@ -110,8 +100,6 @@ class CrossStitchNetwork(MultiTaskModel):
             )
         for block in blocks or ():
             check_factory(block, "block")
-        tower_units = check_units(tower_units, "tower_units")
-        check_factory(tower, "tower")
 
         # === Layers ===
         def dense_block(size):
@@ -122,38 +110,37 @@ class CrossStitchNetwork(MultiTaskModel):
         factories = [dense_block(size) for size in units] if blocks is None else list(blocks)
 
         # === Functional Model ===
-        model_inputs, features = build_inputs(inputs, embedding_dim)
-        features = apply_bottom(features, None)
-        columns = [features] * len(tasks)
-        for depth, block in enumerate(factories):
-            columns = [
-                make_layer(block, f"{task.name}_block_{depth}", "block")(column)
-                for task, column in zip(tasks, columns)
-            ]
-            columns = CrossStitch(
-                alpha_self=alpha_self, channelwise=channelwise, name=f"cross_stitch_{depth}"
-            )(columns)
-        outputs = task_outputs(
-            {task.name: column for task, column in zip(tasks, columns)},
+        def trunk(features):
+            columns = [features] * len(tasks)
+            for depth, block in enumerate(factories):
+                columns = [
+                    make_layer(block, f"{task.name}_block_{depth}", "block")(column)
+                    for task, column in zip(tasks, columns)
+                ]
+                columns = CrossStitch(
+                    alpha_self=alpha_self, channelwise=channelwise, name=f"cross_stitch_{depth}"
+                )(columns)
+            return {task.name: column for task, column in zip(tasks, columns)}
+
+        super().__init__(
+            inputs,
             tasks,
-            tower_units,
-            tower,
-            activation,
-            dropout,
+            trunk=trunk,
+            bottom=None,
+            tower_units=tower_units,
+            tower=tower,
+            activation=activation,
+            dropout=dropout,
+            embedding_dim=embedding_dim,
+            name=name,
+            **kwargs,
         )
-        super().__init__(model_inputs, outputs, tasks, name=name, **kwargs)
 
         # === Config ===
         self.units = units
         self.blocks = None if blocks is None else list(blocks)
         self.alpha_self = alpha_self
         self.channelwise = channelwise
-        self.tower_units = tower_units
-        self.tower = tower
-        self.activation = activation
-        self.dropout = dropout
-        self.embedding_dim = embedding_dim
-        self._config_inputs = ac.serialize_inputs(inputs)
 
     def get_config(self):
         blocks = None
@@ -165,21 +152,12 @@ class CrossStitchNetwork(MultiTaskModel):
                 for depth, block in enumerate(self.blocks)
             ]
         return {
-            **base_config(self),
+            **super().get_config(),
             "units": list(self.units),
             "blocks": blocks,
             "alpha_self": self.alpha_self,
             "channelwise": self.channelwise,
-            "tower_units": list(self.tower_units),
-            "tower": ac.serialize_factory(self, self.tower, tower_names(self.tasks)),
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "embedding_dim": self.embedding_dim,
         }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**deserialize_arguments(config))
 
 
 def cross_stitch(

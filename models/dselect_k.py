@@ -2,25 +2,14 @@
 
 import keras
 
-from kerasmtl import architecture_config as ac
 from kerasmtl.layers import DSelectKGate
-from kerasmtl.models.architecture_utils import (
-    EXPERTS,
-    base_config,
-    check_factory,
-    check_positive_int,
-    check_units,
-    deserialize_arguments,
-    gated_mixture_graph,
-    serialize_bottom,
-    tower_names,
-)
-from kerasmtl.multi_task_model import MultiTaskModel
+from kerasmtl.models.architecture_utils import check_positive_int
+from kerasmtl.models.base_gated_mixture import BaseGatedMixture, shared_expert_mixtures
 from kerasmtl.task import check_tasks
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class DSelectK(MultiTaskModel):
+class DSelectK(BaseGatedMixture):
     """A multi-task mixture of experts whose task gates select at most `k` experts.
 
     From Hazimeh et al., "DSelect-k: Differentiable Selection in the Mixture
@@ -105,28 +94,26 @@ class DSelectK(MultiTaskModel):
     ):
         check_tasks(tasks)
         check_positive_int(num_experts, "num_experts")
-        expert_units = check_units(expert_units, "expert_units", allow_empty=False)
-        tower_units = check_units(tower_units, "tower_units")
-        check_factory(expert, "expert")
-        check_factory(tower, "tower")
 
         # === Layers ===
-        def make_gate(gate_name):
+        def gate(layer_name):
             return DSelectKGate(
                 num_experts,
                 k,
                 gamma=gamma,
                 entropy_regularization=entropy_regularization,
                 per_example=per_example,
-                name=gate_name,
+                name=layer_name,
             )
 
         # === Functional Model ===
-        model_inputs, outputs, features, shared = gated_mixture_graph(
+        def mixtures(shared, experts):
+            return shared_expert_mixtures(shared, tasks, num_experts, gate, experts)
+
+        super().__init__(
             inputs,
             tasks,
-            num_experts=num_experts,
-            make_gate=make_gate,
+            mixtures=mixtures,
             expert_units=expert_units,
             tower_units=tower_units,
             expert=expert,
@@ -135,8 +122,9 @@ class DSelectK(MultiTaskModel):
             activation=activation,
             dropout=dropout,
             embedding_dim=embedding_dim,
+            name=name,
+            **kwargs,
         )
-        super().__init__(model_inputs, outputs, tasks, representation=EXPERTS, name=name, **kwargs)
 
         # === Config ===
         self.num_experts = num_experts
@@ -144,40 +132,16 @@ class DSelectK(MultiTaskModel):
         self.gamma = gamma
         self.entropy_regularization = entropy_regularization
         self.per_example = per_example
-        self.expert_units = expert_units
-        self.tower_units = tower_units
-        self.expert = expert
-        self.bottom = bottom
-        self.tower = tower
-        self.activation = activation
-        self.dropout = dropout
-        self.embedding_dim = embedding_dim
-        self._config_inputs = ac.serialize_inputs(inputs)
-        self._bottom_config = serialize_bottom(bottom, features, shared)
 
     def get_config(self):
         return {
-            **base_config(self),
+            **super().get_config(),
             "num_experts": self.num_experts,
             "k": self.k,
             "gamma": self.gamma,
             "entropy_regularization": self.entropy_regularization,
             "per_example": self.per_example,
-            "expert_units": list(self.expert_units),
-            "tower_units": list(self.tower_units),
-            "expert": ac.serialize_factory(
-                self, self.expert, [f"expert_{i}" for i in range(self.num_experts)]
-            ),
-            "bottom": self._bottom_config,
-            "tower": ac.serialize_factory(self, self.tower, tower_names(self.tasks)),
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "embedding_dim": self.embedding_dim,
         }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**deserialize_arguments(config))
 
 
 def dselect_k(

@@ -2,30 +2,20 @@
 
 import keras
 
-from kerasmtl import architecture_config as ac
 from kerasmtl.layers import ExpertMixture, Gate
 from kerasmtl.layers.expert_stack import ExpertStack
 from kerasmtl.models.architecture_utils import (
     EXPERTS,
-    apply_bottom,
-    base_config,
-    check_factory,
     check_non_negative_int,
     check_positive_int,
     check_units,
-    deserialize_arguments,
-    make_experts,
-    serialize_bottom,
-    task_outputs,
-    tower_names,
 )
-from kerasmtl.models.tabular_inputs import build_inputs
-from kerasmtl.multi_task_model import MultiTaskModel
+from kerasmtl.models.base_gated_mixture import BaseGatedMixture
 from kerasmtl.task import check_tasks
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class PLE(MultiTaskModel):
+class PLE(BaseGatedMixture):
     """A Progressive Layered Extraction (PLE) model: task and shared experts, stacked in levels.
 
     From Tang et al., "Progressive Layered Extraction (PLE): A Novel
@@ -129,34 +119,29 @@ class PLE(MultiTaskModel):
                 f"Received: num_shared_experts={num_shared_experts}, "
                 f"num_task_experts={num_task_experts}"
             )
-        expert_units = check_units(expert_units, "expert_units", allow_empty=False)
         gate_units = check_units(gate_units, "gate_units")
-        tower_units = check_units(tower_units, "tower_units")
-        check_factory(expert, "expert")
-        check_factory(tower, "tower")
 
         # === Layers ===
-        def experts(level, group, inputs, count):
-            names = [f"level{level}_{group}_expert_{index}" for index in range(count)]
-            return make_experts(inputs, names, expert, expert_units, activation, dropout)
-
         def gate(gate_name, gate_input, count):
             return Gate(count, units=gate_units, activation=activation, name=f"{gate_name}_gate")(
                 gate_input
             )
 
         # === Functional Model ===
-        model_inputs, features = build_inputs(inputs, embedding_dim)
-        shared = apply_bottom(features, bottom)
-        task_inputs = {task.name: shared for task in tasks}
-        shared_input = shared
-        for level in range(1, num_levels + 1):
-            task_experts = {
-                task.name: experts(level, task.name, task_inputs[task.name], num_task_experts)
-                for task in tasks
-            }
-            shared_experts = experts(level, "shared", shared_input, num_shared_experts)
-            if level < num_levels:
+        def mixtures(shared, experts):
+            def level_experts(level, group, inputs, count):
+                return experts(inputs, [f"level{level}_{group}_expert_{i}" for i in range(count)])
+
+            task_inputs = {task.name: shared for task in tasks}
+            shared_input = shared
+            for level in range(1, num_levels):
+                task_experts = {
+                    task.name: level_experts(
+                        level, task.name, task_inputs[task.name], num_task_experts
+                    )
+                    for task in tasks
+                }
+                shared_experts = level_experts(level, "shared", shared_input, num_shared_experts)
                 next_task_inputs = {}
                 for task in tasks:
                     mixed = task_experts[task.name] + shared_experts
@@ -171,14 +156,17 @@ class PLE(MultiTaskModel):
                     every_expert, gate(name, shared_input, len(every_expert))
                 )
                 task_inputs = next_task_inputs
-                continue
             # The last level: one stack of every expert, the shared representation.
-            stacked = ExpertStack(name=EXPERTS)(
-                [out for task in tasks for out in task_experts[task.name]] + shared_experts
-            )
-            shared_indices = [
-                len(tasks) * num_task_experts + index for index in range(num_shared_experts)
+            task_experts = [
+                out
+                for task in tasks
+                for out in level_experts(
+                    num_levels, task.name, task_inputs[task.name], num_task_experts
+                )
             ]
+            shared_experts = level_experts(num_levels, "shared", shared_input, num_shared_experts)
+            stacked = ExpertStack(name=EXPERTS)(task_experts + shared_experts)
+            shared_indices = [len(task_experts) + index for index in range(num_shared_experts)]
             mixed_by_task = {}
             for position, task in enumerate(tasks):
                 own = [position * num_task_experts + index for index in range(num_task_experts)]
@@ -186,53 +174,38 @@ class PLE(MultiTaskModel):
                 mixed_by_task[task.name] = ExpertMixture(
                     expert_indices=indices, name=f"{task.name}_mixture"
                 )(stacked, gate(task.name, task_inputs[task.name], len(indices)))
-        outputs = task_outputs(mixed_by_task, tasks, tower_units, tower, activation, dropout)
-        super().__init__(model_inputs, outputs, tasks, representation=EXPERTS, name=name, **kwargs)
+            return mixed_by_task
+
+        super().__init__(
+            inputs,
+            tasks,
+            mixtures=mixtures,
+            expert_units=expert_units,
+            tower_units=tower_units,
+            expert=expert,
+            bottom=bottom,
+            tower=tower,
+            activation=activation,
+            dropout=dropout,
+            embedding_dim=embedding_dim,
+            name=name,
+            **kwargs,
+        )
 
         # === Config ===
         self.num_levels = num_levels
         self.num_shared_experts = num_shared_experts
         self.num_task_experts = num_task_experts
-        self.expert_units = expert_units
         self.gate_units = gate_units
-        self.tower_units = tower_units
-        self.expert = expert
-        self.bottom = bottom
-        self.tower = tower
-        self.activation = activation
-        self.dropout = dropout
-        self.embedding_dim = embedding_dim
-        self._config_inputs = ac.serialize_inputs(inputs)
-        self._bottom_config = serialize_bottom(bottom, features, shared)
-
-    def _expert_names(self):
-        names = []
-        for level in range(1, self.num_levels + 1):
-            for group in [*self.task_names, "shared"]:
-                count = self.num_shared_experts if group == "shared" else self.num_task_experts
-                names += [f"level{level}_{group}_expert_{index}" for index in range(count)]
-        return names
 
     def get_config(self):
         return {
-            **base_config(self),
+            **super().get_config(),
             "num_levels": self.num_levels,
             "num_shared_experts": self.num_shared_experts,
             "num_task_experts": self.num_task_experts,
-            "expert_units": list(self.expert_units),
             "gate_units": list(self.gate_units),
-            "tower_units": list(self.tower_units),
-            "expert": ac.serialize_factory(self, self.expert, self._expert_names()),
-            "bottom": self._bottom_config,
-            "tower": ac.serialize_factory(self, self.tower, tower_names(self.tasks)),
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "embedding_dim": self.embedding_dim,
         }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**deserialize_arguments(config))
 
 
 def ple(

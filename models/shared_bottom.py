@@ -4,24 +4,13 @@ import keras
 
 from kerasmtl import architecture_config as ac
 from kerasmtl.layers import Expert
-from kerasmtl.models.architecture_utils import (
-    apply_bottom,
-    base_config,
-    check_factory,
-    check_units,
-    deserialize_arguments,
-    make_layer,
-    serialize_bottom,
-    task_outputs,
-    tower_names,
-)
-from kerasmtl.models.tabular_inputs import build_inputs
-from kerasmtl.multi_task_model import MultiTaskModel
+from kerasmtl.models.architecture_utils import check_units, make_layer
+from kerasmtl.models.base_architecture import BaseArchitecture
 from kerasmtl.task import check_tasks
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class SharedBottom(MultiTaskModel):
+class SharedBottom(BaseArchitecture):
     """The shared-bottom model: a shared network, then a tower and a head per task.
 
     Hard parameter sharing (Caruana, "Multitask Learning", Machine Learning
@@ -95,8 +84,6 @@ class SharedBottom(MultiTaskModel):
     ):
         check_tasks(tasks)
         bottom_units = check_units(bottom_units, "bottom_units", allow_empty=False)
-        tower_units = check_units(tower_units, "tower_units")
-        check_factory(tower, "tower")
 
         # === Layers ===
         if bottom is None:
@@ -109,43 +96,43 @@ class SharedBottom(MultiTaskModel):
             bottom_layer = bottom
 
         # === Functional Model ===
-        model_inputs, features = build_inputs(inputs, embedding_dim)
-        shared = apply_bottom(features, bottom_layer)
-        outputs = task_outputs(
-            {task.name: shared for task in tasks}, tasks, tower_units, tower, activation, dropout
+        bottom_outputs = []
+
+        def trunk(shared):
+            bottom_outputs.append(shared)
+            return {task.name: shared for task in tasks}
+
+        super().__init__(
+            inputs,
+            tasks,
+            trunk=trunk,
+            bottom=bottom_layer,
+            tower_units=tower_units,
+            tower=tower,
+            activation=activation,
+            dropout=dropout,
+            embedding_dim=embedding_dim,
+            name=name,
+            **kwargs,
         )
-        super().__init__(model_inputs, outputs, tasks, name=name, **kwargs)
         if isinstance(bottom_layer, keras.layers.Layer):
             self.representation = bottom_layer.name
         else:
-            self.representation = ac.layer_called_once(self, shared)
+            self.representation = ac.layer_called_once(self, bottom_outputs[0])
 
         # === Config ===
         self.bottom_units = bottom_units
-        self.tower_units = tower_units
         self.bottom = bottom
-        self.tower = tower
-        self.activation = activation
-        self.dropout = dropout
-        self.embedding_dim = embedding_dim
-        self._config_inputs = ac.serialize_inputs(inputs)
-        self._bottom_config = serialize_bottom(bottom, features, shared)
+        if bottom is None:
+            # The default bottom is rebuilt from `bottom_units`, not saved.
+            self._bottom_config = None
 
     def get_config(self):
         return {
-            **base_config(self),
+            **super().get_config(),
             "bottom_units": list(self.bottom_units),
-            "tower_units": list(self.tower_units),
             "bottom": self._bottom_config,
-            "tower": ac.serialize_factory(self, self.tower, tower_names(self.tasks)),
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "embedding_dim": self.embedding_dim,
         }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**deserialize_arguments(config))
 
 
 def shared_bottom(
