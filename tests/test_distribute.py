@@ -186,3 +186,36 @@ def test_plain_fit_under_multi_worker_still_fails(tmp_path):
                 "`fit_multi_worker` is still the right workaround. Received: "
                 f"{record['type']}: {record['message'][:500]} (frames {record['frames']})"
             )
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(TIMEOUT_S + 60)
+def test_grad_drop_mirrored_matches_single_device(tmp_path):
+    """GradDrop's `P` is the global batch's and `U` the same on every replica.
+
+    Two replicas (MirroredStrategy, 4 + 4 samples, unevenly labelled) train as one
+    device on the global batch of 8, from the same seed; with a per-replica `P` the
+    weights differed by 0.14 after 12 steps.
+    """
+    output = tmp_path / "grad_drop.json"
+    result = subprocess.run(
+        _python("grad_drop_mirrored.py", str(output)),
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"grad_drop_mirrored.py failed ({result.returncode}):\n{_tail(result.stderr)}")
+    results = json.loads(output.read_text())
+    single, mirrored, step = results["single"], results["mirrored"], results["step"]
+    _assert_trained(single, "grad_drop")
+    _assert_same_training(single, mirrored, "MirroredStrategy, GradDrop")
+    # The generator advanced once per step (4 batches x 3 epochs), alike on both replicas.
+    assert single["seed_states"] == [[5, 12]]
+    assert mirrored["seed_states"] == [[5, 12], [5, 12]]
+    # One step of the rule: each replica drew the same U and gave its rows of the
+    # global-batch result, which drops signs (it differs from plain summation).
+    assert step["states"] == [step["single_after"]] * 2 == step["after"]
+    np.testing.assert_allclose(step["mirrored"], step["single"], rtol=RTOL, atol=ATOL)
+    assert np.abs(np.subtract(step["summed"], step["single"])).max() > 0.1

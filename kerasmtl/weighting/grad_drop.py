@@ -59,9 +59,11 @@ class GradDrop(Weighting):
       `keras.random.SeedGenerator` whose state is saved with the strategy
       (see `Weighting`), so a restored strategy continues the same sequence.
       The draws differ between backends for the same seed.
-    - Under a `tf.distribute` strategy, each replica computes `P` from its own
-      share of the global batch (the paper's rule on that share), not from the
-      whole global batch.
+    - Under a `tf.distribute` strategy (TensorFlow), `G_k` is summed over the
+      replicas, so `P` is that of the global batch, and every replica draws
+      the same `U` (the generator's state is a mirrored variable that every
+      replica advances alike): each replica applies one device's rule to its
+      share of the global batch.
     - Under mixed precision with a dynamic loss scale, the rule runs (and the
       generator advances) also in a step the optimizer skips for overflow.
 
@@ -138,7 +140,8 @@ class GradDrop(Weighting):
         signed = gradients
         if representation is not None:
             signed = gradients * ops.sign(ops.cast(representation, "float32"))[None]
-        sums = ops.sum(signed, axis=1)  # (K, ...): the paper's batch-separated G_k
+        # (K, ...): the paper's batch-separated G_k, over the global batch.
+        sums = _sum_over_replicas(ops.sum(signed, axis=1))
         total_abs = ops.sum(ops.abs(sums), axis=0)
         safe = ops.where(total_abs > 0.0, total_abs, ops.ones_like(total_abs))
         purity = 0.5 * (1.0 + ops.sum(sums, axis=0) / safe)
@@ -161,6 +164,19 @@ class GradDrop(Weighting):
 
     def get_config(self):
         return {**super().get_config(), "leak": self.leak, "seed": self.seed}
+
+
+def _sum_over_replicas(value):
+    """`value` summed over the replicas of a `tf.distribute` strategy (unchanged with one).
+
+    TensorFlow is imported only on its backend: JAX and torch steps run on one
+    replica here.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return value
+    from kerasmtl.trainers.distributed import all_reduce_sum
+
+    return all_reduce_sum(value)
 
 
 def _check_leak(value):
