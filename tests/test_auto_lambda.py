@@ -1,5 +1,9 @@
 """Auto-Lambda: the lookahead meta step against a float64 NumPy reference, and in `fit`."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -354,6 +358,20 @@ def test_backup_and_restore_resumes_identically(tmp_path):
 
 
 # === Errors ===
+
+
+@pytest.mark.e2e
+@pytest.mark.backend_only("tensorflow", reason="tf.distribute")
+def test_mirrored_strategy_is_refused_with_a_clear_error():
+    script = Path(__file__).parent / "distribute_scripts" / "auto_lambda_mirrored.py"
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-W", "ignore::DeprecationWarning", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "not all-reduced" in result.stdout
 
 
 def test_registry_names():

@@ -20,6 +20,8 @@ class TensorFlowMultiTaskTrainer:
         return gradient_train_step(self, data)
 
     def make_train_function(self, force=False):
+        if lookahead.uses_lookahead(self):
+            _check_single_replica(self, self.distribute_strategy.num_replicas_in_sync)
         if self._uses_gradient_step() and self.optimizer is not None:
             # Without a distribution strategy Keras builds the optimizer inside the
             # first trace of the step, and a `tf.function` that creates variables is
@@ -49,16 +51,19 @@ def _value_and_grad(function, values):
     return aux, tape.gradient(value, values, unconnected_gradients="zero")
 
 
-def lookahead_meta_step(model, data):
-    """The lookahead meta update of the strategy (Auto-Lambda), inside the traced step."""
-    replicas = distributed.num_replicas_in_sync()
+def _check_single_replica(model, replicas):
     if replicas > 1:
         raise ValueError(
             f"{model.weighting.__class__.__name__} does not train under a tf.distribute "
             "strategy with several replicas: its lookahead meta update is not all-reduced, "
-            "so the replicas' task weights would differ. Train on one device (or on JAX "
-            f"with `keras.distribution`). Received: num_replicas_in_sync={replicas}"
+            "so the replicas' task weights would differ. Train it on one device. "
+            f"Received: num_replicas_in_sync={replicas}"
         )
+
+
+def lookahead_meta_step(model, data):
+    """The lookahead meta update of the strategy (Auto-Lambda), inside the traced step."""
+    _check_single_replica(model, distributed.num_replicas_in_sync())
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     lookahead.meta_step(
         model,
