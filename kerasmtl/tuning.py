@@ -87,6 +87,10 @@ STRATEGY_HYPERPARAMETERS = {
     "stch": {"mu": _float(0.05, 1.0, 1.0, "log")},
     "imtl": {"learning_rate": _float(1e-4, 1e-2, 1e-3, "log")},
     "excess_mtl": {"robust_step_size": _float(1e-3, 1e-1, 1e-2, "log")},
+    "auto_lambda": {
+        "initial_weight": _float(1e-2, 1.0, 0.1, "log"),
+        "meta_learning_rate": _float(1e-5, 1e-3, 1e-4, "log"),
+    },
 }
 
 #: The name under which `DeltaMObjective` logs the objective (after the prefix).
