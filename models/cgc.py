@@ -125,19 +125,4 @@ def cgc(
     >>> model.get_layer("b_gate").num_experts
     4
     """
-    return CGC(
-        inputs,
-        tasks,
-        num_shared_experts=num_shared_experts,
-        num_task_experts=num_task_experts,
-        expert_units=expert_units,
-        gate_units=gate_units,
-        tower_units=tower_units,
-        expert=expert,
-        bottom=bottom,
-        tower=tower,
-        activation=activation,
-        dropout=dropout,
-        embedding_dim=embedding_dim,
-        name=name,
-    )
+    return CGC(**locals())

@@ -195,17 +195,4 @@ def cross_stitch(
     >>> mixing[0].astype("float64").round(2).tolist()
     [0.8, 0.1, 0.1]
     """
-    return CrossStitchNetwork(
-        inputs,
-        tasks,
-        units=units,
-        blocks=blocks,
-        alpha_self=alpha_self,
-        channelwise=channelwise,
-        tower_units=tower_units,
-        tower=tower,
-        activation=activation,
-        dropout=dropout,
-        embedding_dim=embedding_dim,
-        name=name,
-    )
+    return CrossStitchNetwork(**locals())

@@ -179,21 +179,4 @@ def dselect_k(
     >>> model.get_layer("a_gate").k
     2
     """
-    return DSelectK(
-        inputs,
-        tasks,
-        num_experts=num_experts,
-        k=k,
-        gamma=gamma,
-        entropy_regularization=entropy_regularization,
-        per_example=per_example,
-        expert_units=expert_units,
-        tower_units=tower_units,
-        expert=expert,
-        bottom=bottom,
-        tower=tower,
-        activation=activation,
-        dropout=dropout,
-        embedding_dim=embedding_dim,
-        name=name,
-    )
+    return DSelectK(**locals())

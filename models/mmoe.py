@@ -167,18 +167,4 @@ def mmoe(
     >>> {task: w.shape for task, w in gate_weights(model, x).items()}
     {'a': (5, 3), 'b': (5, 3)}
     """
-    return MMoE(
-        inputs,
-        tasks,
-        num_experts=num_experts,
-        expert_units=expert_units,
-        gate_units=gate_units,
-        tower_units=tower_units,
-        expert=expert,
-        bottom=bottom,
-        tower=tower,
-        activation=activation,
-        dropout=dropout,
-        embedding_dim=embedding_dim,
-        name=name,
-    )
+    return MMoE(**locals())

@@ -242,20 +242,4 @@ def ple(
     >>> model.get_layer("a_gate").num_experts
     3
     """
-    return PLE(
-        inputs,
-        tasks,
-        num_levels=num_levels,
-        num_shared_experts=num_shared_experts,
-        num_task_experts=num_task_experts,
-        expert_units=expert_units,
-        gate_units=gate_units,
-        tower_units=tower_units,
-        expert=expert,
-        bottom=bottom,
-        tower=tower,
-        activation=activation,
-        dropout=dropout,
-        embedding_dim=embedding_dim,
-        name=name,
-    )
+    return PLE(**locals())

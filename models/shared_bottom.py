@@ -166,15 +166,4 @@ def shared_bottom(
     >>> model.representation
     'bottom'
     """
-    return SharedBottom(
-        inputs,
-        tasks,
-        bottom_units=bottom_units,
-        tower_units=tower_units,
-        bottom=bottom,
-        tower=tower,
-        activation=activation,
-        dropout=dropout,
-        embedding_dim=embedding_dim,
-        name=name,
-    )
+    return SharedBottom(**locals())
