@@ -190,24 +190,47 @@ def test_lower_bounded_qp_is_exact(num_tasks, kind):
     for method in _methods(num_tasks):
         solve = _compiled(lambda g, b: solvers.lower_bounded_qp(g, b, method=method))
         projections = _float64(solve(problem.astype("float32"), lower.astype("float32")))
-        assert np.all(np.isfinite(projections))
-        assert np.all(projections >= lower - 1e-7)
-        gradients = projections @ problem
-        # KKT: (G v)_j >= 0 everywhere, = 0 where v_j > lower_j.
-        assert gradients.min() >= -KKT_TOL, (method, gradients.min())
-        free = projections > lower + 1e-4
-        assert np.abs(gradients[free]).max(initial=0.0) <= KKT_TOL
-        # SciPy on a few rows (the KKT checks above cover every row).
-        for row, bound in zip(projections[:3], lower[:3]):
-            result = optimize.minimize(
-                lambda v: v @ problem @ v, bound + 1e-3, jac=lambda v: 2.0 * problem @ v,
-                method="L-BFGS-B", bounds=[(b, None) for b in bound],
-                options={"ftol": 1e-16, "gtol": 1e-14, "maxiter": 10000},
-            )
-            assert row @ problem @ row <= result.fun * (1.0 + RTOL) + ATOL * (bound @ bound)
-        # UPGrad's invariant: the sum of the projections conflicts with no present task.
-        combined = (problem @ projections.sum(axis=0))[present]
-        assert combined.min() >= -len(rows) * KKT_TOL
+        _check_lower_bounded(projections, problem, lower, present, method)
+
+
+def _check_lower_bounded(projections, problem, lower, present, method):
+    """Feasibility, float64 KKT certificate, SciPy on 3 rows, UPGrad's invariant."""
+    assert np.all(np.isfinite(projections))
+    assert np.all(projections >= lower - 1e-7)
+    gradients = projections @ problem
+    # KKT: (G v)_j >= 0 everywhere, = 0 where v_j > lower_j.
+    assert gradients.min() >= -KKT_TOL, (method, gradients.min())
+    free = projections > lower + 1e-4
+    assert np.abs(gradients[free]).max(initial=0.0) <= KKT_TOL
+    # SciPy on a few rows (the KKT checks above cover every row).
+    for row, bound in zip(projections[:3], lower[:3]):
+        result = optimize.minimize(
+            lambda v: v @ problem @ v, bound + 1e-3, jac=lambda v: 2.0 * problem @ v,
+            method="L-BFGS-B", bounds=[(b, None) for b in bound],
+            options={"ftol": 1e-16, "gtol": 1e-14, "maxiter": 10000},
+        )
+        assert row @ problem @ row <= result.fun * (1.0 + RTOL) + ATOL * (bound @ bound)
+    # UPGrad's invariant: the sum of the projections conflicts with no present task.
+    combined = (problem @ projections.sum(axis=0))[present]
+    assert combined.min() >= -len(lower) * KKT_TOL
+
+
+@pytest.mark.parametrize("kind", ["conflict", "rank_deficient"])
+def test_lower_bounded_qp_primal_fallback_is_exact(kind, monkeypatch):
+    """Rows that leave the primal-dual method at their first step end exact by the primal method.
+
+    The primal-dual method certifies most rows itself (the other tests); with no
+    patience every row not certified at once goes on with the primal method from
+    the best feasible point seen, which is the path of the rows that cycle.
+    """
+    monkeypatch.setattr(solvers, "_PRIMAL_DUAL_PATIENCE", -1)
+    num_tasks = 20
+    gram, unit, present = _problem(num_tasks, kind)
+    lower = np.eye(num_tasks) / num_tasks
+    problem = unit + 1e-4 * np.eye(num_tasks)
+    solve = _compiled(lambda g, b: solvers.lower_bounded_qp(g, b, method="active_set"))
+    projections = _float64(solve(problem.astype("float32"), lower.astype("float32")))
+    _check_lower_bounded(projections, problem, lower, present, "active_set")
 
 
 @pytest.mark.parametrize("num_tasks", [20, 40])
