@@ -122,8 +122,8 @@ class PLE(BaseGatedMixture):
         gate_units = check_units(gate_units, "gate_units")
 
         # === Layers ===
-        def gate(gate_name, gate_input, count):
-            return Gate(count, units=gate_units, activation=activation, name=f"{gate_name}_gate")(
+        def gate(prefix, gate_input, count):
+            return Gate(count, units=gate_units, activation=activation, name=f"{prefix}_gate")(
                 gate_input
             )
 
@@ -145,15 +145,15 @@ class PLE(BaseGatedMixture):
                 next_task_inputs = {}
                 for task in tasks:
                     mixed = task_experts[task.name] + shared_experts
-                    name = f"level{level}_{task.name}"
-                    next_task_inputs[task.name] = ExpertMixture(name=f"{name}_mixture")(
-                        mixed, gate(name, task_inputs[task.name], len(mixed))
+                    prefix = f"level{level}_{task.name}"
+                    next_task_inputs[task.name] = ExpertMixture(name=f"{prefix}_mixture")(
+                        mixed, gate(prefix, task_inputs[task.name], len(mixed))
                     )
                 every_expert = [out for task in tasks for out in task_experts[task.name]]
                 every_expert += shared_experts
-                name = f"level{level}_shared"
-                shared_input = ExpertMixture(name=f"{name}_mixture")(
-                    every_expert, gate(name, shared_input, len(every_expert))
+                prefix = f"level{level}_shared"
+                shared_input = ExpertMixture(name=f"{prefix}_mixture")(
+                    every_expert, gate(prefix, shared_input, len(every_expert))
                 )
                 task_inputs = next_task_inputs
             # The last level: one stack of every expert, the shared representation.
