@@ -24,6 +24,10 @@ so it runs unchanged on a GPU machine with JAX or PyTorch only.
     python backend_step_time.py --backends tensorflow jax torch --tasks 2 5
     python backend_step_time.py --backends tensorflow jax torch --first-epoch
     python backend_step_time.py --backend tensorflow --first-epoch --steps 4 --repeats 3
+    python backend_step_time.py --backend jax --first-epoch --steps 4 --jax-task-vjps map
+
+`--jax-task-vjps loop|map|vmap` overrides how the JAX parameter route takes its K task
+pullbacks (`kerasmtl.trainers.jax_task_gradients.task_vjps`; "auto" by default).
 """
 
 import argparse
@@ -234,6 +238,8 @@ def _first_epoch_rounds(args):
                 "--json",
                 with_json,
             ]
+            if args.jax_task_vjps:
+                command += ["--jax-task-vjps", args.jax_task_vjps]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             with open(with_json) as handle:
                 result = json.load(handle)
@@ -340,6 +346,12 @@ def main():
         default=1,
         help="first-epoch rounds, each variant in a fresh process per round",
     )
+    parser.add_argument(
+        "--jax-task-vjps",
+        default=None,
+        choices=["auto", "loop", "map", "vmap"],
+        help="JAX: how the parameter route takes its K pullbacks (jax_task_gradients.task_vjps)",
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -368,6 +380,8 @@ def main():
                 command += [f"--{flag}", *map(str, value if isinstance(value, list) else [value])]
             if args.first_epoch:
                 command.append("--first-epoch")
+            if args.jax_task_vjps:
+                command += ["--jax-task-vjps", args.jax_task_vjps]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             with open(with_json) as handle:
                 results.append(json.load(handle))
@@ -378,6 +392,10 @@ def main():
     os.environ["KERAS_BACKEND"] = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if args.jax_task_vjps:
+        from kerasmtl.trainers import jax_task_gradients
+
+        jax_task_gradients.method = args.jax_task_vjps
     if args.first_epoch and args.repeats > 1:
         args.backend = os.environ["KERAS_BACKEND"]
         result = _first_epoch_rounds(args)

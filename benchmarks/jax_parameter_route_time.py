@@ -1,0 +1,178 @@
+"""Where the JAX parameter route's step time goes (issue 14, item 4).
+
+On the standard workload (workload.py, batch 64), jits and times separately, in one
+process, with `jax.block_until_ready`:
+
+- `forward`: the forward pass and the K task losses;
+- `forward + 1 backward`: the gradient of the sum of the losses (what equal
+  weighting differentiates);
+- `forward + K pullbacks (<method>)`: the K task gradients of one forward pass by
+  each route of `kerasmtl.trainers.jax_task_gradients.task_vjps` (`loop`, `map`,
+  `map/b` = `jax.lax.map(..., batch_size=b)`, `vmap`);
+- `gram + mgda + combination`: the Gram matrix of the (K, P) gradient matrix, MGDA's
+  coefficients and the combined gradient;
+- `adam update`: the optimizer's `stateless_apply`.
+
+Each function's first call (trace + compile) is timed apart; then `--repeats` rounds
+run every function `--calls` times in turn, and the table gives the median ms per call
+and its ratio to `forward + 1 backward`, both in wall and in CPU time
+(`time.process_time`, all threads).
+
+    python jax_parameter_route_time.py --tasks 2 5
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ["KERAS_BACKEND"] = "jax"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def _functions(num_tasks, methods):
+    import jax
+    import jax.numpy as jnp
+    import keras
+    import workload
+
+    from kerasmtl.trainers import gradient_math as gm
+    from kerasmtl.trainers.jax_task_gradients import task_vjps
+
+    x, y = workload.data(num_tasks, workload.BATCH_SIZE)
+    model = workload.multi_task_model(num_tasks)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting="mgda")
+    model.optimizer.build(model.trainable_variables)
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    optimizer_variables = [v.value for v in model.optimizer.variables]
+    x = jnp.asarray(x)
+    y = {k: jnp.asarray(v) for k, v in y.items()}
+
+    def loss_vector(values):
+        y_pred, _ = model.stateless_call(values, non_trainable, x, training=True)
+        losses, _ = model.compute_task_loss_list(y, y_pred)
+        return jnp.stack(losses)
+
+    def forward(values):
+        return loss_vector(values)
+
+    def one_backward(values):
+        return jax.grad(lambda v: jnp.sum(loss_vector(v)))(values)
+
+    def k_pullbacks(method, batch_size=None):
+        def run(values):
+            _, pullback = jax.vjp(loss_vector, values)
+            cotangents = jnp.eye(num_tasks)
+            if batch_size:
+                (stacked,) = jax.lax.map(pullback, cotangents, batch_size=batch_size)
+            else:
+                (stacked,) = task_vjps(pullback, cotangents, method=method)
+            return stacked
+
+        return run
+
+    shared = list(model.shared_variable_indices)
+    stacked = jax.jit(k_pullbacks("loop"))(trainable)
+    matrix = gm.flatten_blocks(list(stacked))
+    width = sum(int(stacked[i][0].size) for i in shared)
+
+    def gram_and_mgda():
+        strategy = model.weighting
+
+        def run(matrix):
+            rows = matrix[:, :width]
+            gram = rows @ rows.T
+            present = jnp.ones((num_tasks,), bool)
+            losses = jnp.ones((num_tasks,))
+            with keras.StatelessScope():
+                coefficients = gm.strategy_coefficients(strategy, gram, losses, present)
+            return gm.weighted_sum_of_rows(coefficients, matrix)
+
+        return run
+
+    gradients = [g[0] for g in stacked]
+
+    def adam(optimizer_variables, trainable):
+        return model.optimizer.stateless_apply(optimizer_variables, gradients, trainable)
+
+    table = {
+        "forward": (forward, (trainable,)),
+        "forward + 1 backward": (one_backward, (trainable,)),
+    }
+    for method in methods:
+        name, _, batch = method.partition("/")
+        table[f"forward + K pullbacks ({method})"] = (
+            k_pullbacks(name, int(batch) if batch else None),
+            (trainable,),
+        )
+    table["gram + mgda + combination"] = (gram_and_mgda(), (matrix,))
+    table["adam update"] = (adam, (optimizer_variables, trainable))
+    return table
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, nargs="+", default=[2, 5])
+    parser.add_argument("--methods", nargs="+", default=["loop", "map", "map/2", "vmap"])
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import jax
+
+    with open("/proc/loadavg") as handle:
+        print(f"load average before: {handle.read().split()[:3]}", file=sys.stderr)
+    rows = []
+    for num_tasks in args.tasks:
+        table = _functions(num_tasks, args.methods)
+        compiled, compile_s, compile_cpu_s = {}, {}, {}
+        for name, (function, inputs) in table.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            compiled[name] = jax.jit(function)
+            jax.block_until_ready(compiled[name](*inputs))
+            compile_s[name] = time.perf_counter() - wall
+            compile_cpu_s[name] = time.process_time() - cpu
+        walls = {name: [] for name in table}
+        cpus = {name: [] for name in table}
+        for _ in range(args.repeats):
+            for name, (_, inputs) in table.items():
+                for _ in range(args.calls):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    jax.block_until_ready(compiled[name](*inputs))
+                    walls[name].append(time.perf_counter() - wall)
+                    cpus[name].append(time.process_time() - cpu)
+        base = statistics.median(walls["forward + 1 backward"])
+        base_cpu = statistics.median(cpus["forward + 1 backward"])
+        for name in table:
+            row = {
+                "tasks": num_tasks,
+                "function": name,
+                "ms": 1000 * statistics.median(walls[name]),
+                "x_backward": statistics.median(walls[name]) / base,
+                "cpu_ms": 1000 * statistics.median(cpus[name]),
+                "x_backward_cpu": statistics.median(cpus[name]) / base_cpu,
+                "first_call_s": compile_s[name],
+                "first_call_cpu_s": compile_cpu_s[name],
+            }
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    with open("/proc/loadavg") as handle:
+        print(f"load average after: {handle.read().split()[:3]}", file=sys.stderr)
+    print(
+        "| K | function | ms | x (forward + 1 backward) | CPU ms | x (CPU) "
+        "| first call s | first call CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['tasks']} | {row['function']} | {row['ms']:.1f} | {row['x_backward']:.2f} | "
+            f"{row['cpu_ms']:.1f} | {row['x_backward_cpu']:.2f} | {row['first_call_s']:.2f} | "
+            f"{row['first_call_cpu_s']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
