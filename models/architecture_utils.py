@@ -3,9 +3,7 @@
 import keras
 
 from kerasmtl import architecture_config as ac
-from kerasmtl.layers import Expert, ExpertMixture
-from kerasmtl.layers.expert_stack import ExpertStack
-from kerasmtl.models.tabular_inputs import build_inputs
+from kerasmtl.layers import Expert
 
 #: The layer whose output stacks the experts the task gates mix: the shared
 #: representation of the mixture architectures.
@@ -155,47 +153,6 @@ def task_outputs(features_by_task, tasks, tower_units, tower, activation, dropou
             )(x)
         outputs[task.name] = task.build_head()(x)
     return outputs
-
-
-def gated_mixture_graph(
-    inputs,
-    tasks,
-    *,
-    num_experts,
-    make_gate,
-    expert_units,
-    tower_units,
-    expert,
-    bottom,
-    tower,
-    activation,
-    dropout,
-    embedding_dim,
-):
-    """Shared experts `expert_{i}`, stacked (`"experts"`), a gate and a mixture per task, towers.
-
-    The graph of MMoE and DSelect-k; `make_gate(layer_name)` returns the task's
-    gate layer (named `{task}_gate`, read by `gate_weights`). Returns
-    `(model_inputs, outputs, features, shared)`: the features before and after
-    the bottom (for `serialize_bottom`).
-    """
-    model_inputs, features = build_inputs(inputs, embedding_dim)
-    shared = apply_bottom(features, bottom)
-    experts = make_experts(
-        shared,
-        [f"expert_{index}" for index in range(num_experts)],
-        expert,
-        expert_units,
-        activation,
-        dropout,
-    )
-    stacked = ExpertStack(name=EXPERTS)(experts)
-    mixed = {}
-    for task in tasks:
-        gates = make_gate(f"{task.name}_gate")(shared)
-        mixed[task.name] = ExpertMixture(name=f"{task.name}_mixture")(stacked, gates)
-    outputs = task_outputs(mixed, tasks, tower_units, tower, activation, dropout)
-    return model_inputs, outputs, features, shared
 
 
 # === Config ===
