@@ -45,6 +45,12 @@ class EpochWeighting(Weighting):
             name="loss_weights",
         )
 
+    def add_task_variable(self, name):
+        """Adds a non-trainable `(num_tasks,)` float32 variable of zeros: per-task state."""
+        return self.add_weight(
+            shape=(self.num_tasks,), initializer="zeros", trainable=False, name=name
+        )
+
     def compute_weights(self, losses, present=None):
         return ops.convert_to_tensor(self.loss_weights)
 

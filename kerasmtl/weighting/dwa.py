@@ -63,24 +63,9 @@ class DWA(EpochWeighting):
 
     def build(self, losses_shape):
         super().build(losses_shape)
-        self.previous_losses = self.add_weight(
-            shape=(self.num_tasks,),
-            initializer="zeros",
-            trainable=False,
-            name="previous_losses",
-        )
-        self.older_losses = self.add_weight(
-            shape=(self.num_tasks,),
-            initializer="zeros",
-            trainable=False,
-            name="older_losses",
-        )
-        self.epochs_seen = self.add_weight(
-            shape=(self.num_tasks,),
-            initializer="zeros",
-            trainable=False,
-            name="epochs_seen",
-        )
+        self.previous_losses = self.add_task_variable("previous_losses")
+        self.older_losses = self.add_task_variable("older_losses")
+        self.epochs_seen = self.add_task_variable("epochs_seen")
 
     def update_state(self, losses, present):
         previous = ops.convert_to_tensor(self.previous_losses)

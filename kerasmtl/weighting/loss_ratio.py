@@ -76,24 +76,9 @@ class LossRatio(EpochWeighting):
 
     def build(self, losses_shape):
         super().build(losses_shape)
-        self.initial_losses = self.add_weight(
-            shape=(self.num_tasks,),
-            initializer="zeros",
-            trainable=False,
-            name="initial_losses",
-        )
-        self.has_initial_loss = self.add_weight(
-            shape=(self.num_tasks,),
-            initializer="zeros",
-            trainable=False,
-            name="has_initial_loss",
-        )
-        self.log_ratios = self.add_weight(
-            shape=(self.num_tasks,),
-            initializer="zeros",
-            trainable=False,
-            name="log_ratios",
-        )
+        self.initial_losses = self.add_task_variable("initial_losses")
+        self.has_initial_loss = self.add_task_variable("has_initial_loss")
+        self.log_ratios = self.add_task_variable("log_ratios")
 
     def update_state(self, losses, present):
         has_initial = ops.convert_to_tensor(self.has_initial_loss) > 0.5
