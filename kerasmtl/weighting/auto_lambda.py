@@ -63,6 +63,9 @@ class AutoLambda(Weighting):
       official code), with a step count per task.
     - Under a `tf.distribute` strategy with more than one replica, training
       raises an error (the meta update is not all-reduced across replicas).
+    - Mixed precision (`LossScaleOptimizer`) trains; the lookahead's own
+      gradients are not loss-scaled and may underflow in float16 (a step
+      whose `d` is 0 makes no meta update).
 
     The weights, the Adam moments and the per-task step counts are
     non-trainable variables changed by `assign`: saved in `.keras` files,
