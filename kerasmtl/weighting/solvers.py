@@ -75,6 +75,8 @@ _METHODS = ("auto", "enumeration", "active_set")
 # Steps without fewer violations after which a row of `lower_bounded_qp`'s
 # primal-dual method goes on with the primal method (Kim & Park's backup count).
 _PRIMAL_DUAL_PATIENCE = 3
+# `lower_bounded_qp`'s steps solve only rows // this many problems once no more are left.
+_NARROW_FRACTION = 4
 # Stand-in value of an absent entry in `project_to_simplex` (finite, so no inf - inf).
 _FAR_BELOW = -1e30
 
@@ -406,9 +408,10 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
     inv_scale, ridged_unit, ridged = _working_matrices(gram)
     num = gram.shape[-1]
     rows = lower.shape[0]
-    scaled_lower = lower / inv_scale  # Jacobi variables b = D v
 
-    def body(iteration, v, free, done, primal, best, best_value, fewest, patience):
+    def step(lower, v, free, done, primal, best, best_value, fewest, patience):
+        """One step of each row of `lower` (any subset of the rows, with its state)."""
+        scaled_lower = lower / inv_scale  # Jacobi variables b = D v
         fixed = scaled_lower * (1.0 - free)
         rhs = fixed - free * ops.matmul(fixed, ridged_unit)
         y = _free_solve(ridged_unit, free, rhs[..., None])[..., 0] * inv_scale
@@ -456,12 +459,9 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
         v_next = ops.where(on_primal, p_v, pd_v)
         free_next = ops.where(on_primal, p_free, pd_free)
         finished = ops.where(primal, p_done, certified)
-        v_next = ops.where(done[:, None], v, v_next)
-        free_next = ops.where(done[:, None], free, free_next)
         return (
-            iteration + 1,
-            v_next,
-            free_next,
+            ops.where(done[:, None], v, v_next),
+            ops.where(done[:, None], free, free_next),
             ops.logical_or(done, finished),
             ops.logical_or(primal, switch),
             best,
@@ -470,13 +470,33 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
             patience,
         )
 
-    def running(iteration, _v, _free, done, *_):
-        return ops.logical_and(iteration < max_iterations, ops.logical_not(ops.all(done)))
+    # Once few rows are left, each step solves only `narrow` of them (the
+    # unfinished ones first): a step's cost is that of its batched solve.
+    narrow = max(rows // _NARROW_FRACTION, 1)
+
+    def unfinished(done):
+        return ops.sum(ops.cast(ops.logical_not(done), "int32"))
+
+    def wide_running(iteration, state):
+        return ops.logical_and(iteration < max_iterations, unfinished(state[2]) > narrow)
+
+    def wide_body(iteration, state):
+        return iteration + 1, step(lower, *state)
+
+    def narrow_running(iteration, state):
+        return ops.logical_and(iteration < max_iterations, unfinished(state[2]) > 0)
+
+    def narrow_body(iteration, state):
+        order = ops.argsort(ops.cast(state[2], "int32"))[:narrow]
+        taken = step(ops.take(lower, order, axis=0), *[ops.take(x, order, axis=0) for x in state])
+        indices = order[:, None]
+        return iteration + 1, tuple(
+            ops.scatter_update(x, indices, y) for x, y in zip(state, taken)
+        )
 
     # Start from v = lower, every bound with a negative multiplier released.
     free = ops.cast(ops.matmul(lower, ridged) + _kkt_noise(ridged, lower) < 0.0, "float32")
     state = (
-        ops.zeros((), "int32"),
         lower,
         free,
         ops.zeros((rows,), dtype="bool"),
@@ -486,7 +506,11 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
         ops.full((rows,), num + 1, dtype="int32"),
         ops.full((rows,), _PRIMAL_DUAL_PATIENCE, dtype="int32"),
     )
-    return ops.while_loop(running, body, state)[1]
+    iteration = ops.zeros((), "int32")
+    iteration, state = ops.while_loop(wide_running, wide_body, (iteration, state))
+    if narrow < rows:
+        iteration, state = ops.while_loop(narrow_running, narrow_body, (iteration, state))
+    return state[0]
 
 
 def _conflict_averse_active_set(gram, mean_term, radius, max_iterations, mask):
