@@ -32,7 +32,7 @@ class DualProj(UPGrad):
     Deviation: TorchJD solves the quadratic program with `quadprog` on the
     host; here it is solved exactly in the graph by
     `kerasmtl.weighting.solvers.lower_bounded_qp` (support enumeration for up to
-    5 tasks, a primal active-set method beyond). It is UPGrad's computation
+    5 tasks, active-set methods beyond). It is UPGrad's computation
     with the one lower bound `p` instead of UPGrad's `K` bounds `p_i e_i`, so
     the class extends `UPGrad`.
 

@@ -40,6 +40,10 @@ float32 rounding and a `~1e-6` relative ridge), at every `K`:
   the free set per step, in an `ops.while_loop` that stops at the KKT point
   (a static `num_iterations` only bounds it). It takes about twice the size of
   the optimal support in steps (measured: ~20 steps at K = 20, ~35 at K = 40).
+  `lower_bounded_qp` (UPGrad's K problems) first runs a primal-dual active-set
+  method, which moves many constraints per step and certifies most problems
+  in a handful of steps, and hands a problem that cycles to the primal method
+  (see `_lower_bounded_active_set`).
 
 The linear systems are solved after a Jacobi scaling (unit diagonal) with a
 tiny ridge `SUPPORT_RIDGE * I`, which keeps every system positive definite
@@ -390,10 +394,9 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
       Comput. 2011): the next bound set holds the free entries of `y` below
       their bound and the bound entries whose multiplier `(G y)_j` stays
       non-negative. Any number of constraints enter or leave per step, so it
-      typically ends in a handful of steps (measured on UPGrad's 40 problems
-      with a rank-16 Gram matrix: 14 steps, where the primal method alone took
-      ~50). It ends when no entry violates these tests (the primal method's
-      optimality test, up to the same float32 tolerance).
+      typically ends in a handful of steps. It ends when no entry violates
+      these tests (the primal method's optimality test, up to the same float32
+      tolerance).
     - It can cycle on matrices that are not M-matrices: a row whose number of
       violations has not decreased for `_PRIMAL_DUAL_PATIENCE` steps goes on
       with the primal method (the analogue of `_active_set_simplex` with bounds
@@ -403,7 +406,11 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
       negative gradient `(G v)_j`. The primal method ends finitely.
 
     A row that is optimal stays put; `max_iterations` bounds the steps of both
-    methods together.
+    methods together. Once at most a quarter of the rows are unfinished, each
+    step solves only those. Measured on UPGrad's 40 problems (rank-16 Gram
+    matrices, 3 seeds): 14-21 steps in all, 7-14 of them on every row, where
+    the primal method alone took 32-40 steps on every row (K = 20: 9 against
+    13-17).
     """
     inv_scale, ridged_unit, ridged = _working_matrices(gram)
     num = gram.shape[-1]
@@ -630,13 +637,15 @@ def lower_bounded_qp(gram, lower, num_iterations=2000, method="auto"):
     For `lower = u_i e_i` this is the dual of projecting `u_i g_i` onto the dual
     cone of the task gradients (Quinton & Rey 2024, Proposition 1). Solved
     exactly: by enumerating the free sets for `K <= ENUMERATION_UP_TO`
-    (`method="auto"`), by a primal active-set method beyond, all rows at once.
+    (`method="auto"`), beyond by a primal-dual active-set method (many
+    constraints per step) with a primal active-set fallback, all rows at once
+    (see `_lower_bounded_active_set`).
 
     Args:
         gram: `(K, K)` Gram matrix (positive semi-definite).
         lower: `(P, K)` lower bounds, one problem per row.
-        num_iterations: the most active-set iterations (the method stops once
-            every row is optimal).
+        num_iterations: the most active-set steps, both methods together (the
+            method stops once every row is optimal).
         method: `"auto"`, `"enumeration"` (`K <= MAX_ENUMERATION_TASKS`) or
             `"active_set"`.
 

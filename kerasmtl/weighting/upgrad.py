@@ -31,8 +31,10 @@ class UPGrad(Weighting):
 
     Deviations: TorchJD solves the `K` quadratic programs with `quadprog` on the
     host; here they are solved exactly in the graph, by enumerating the active
-    sets for up to 5 tasks and by a primal active-set method (all `K` problems
-    at once) beyond (see `kerasmtl.weighting.solvers.lower_bounded_qp`).
+    sets for up to 5 tasks and beyond by a primal-dual active-set method (many
+    constraints per step, all `K` problems at once) that hands any problem
+    where it cycles to a primal active-set method (see
+    `kerasmtl.weighting.solvers.lower_bounded_qp`).
 
     Absent tasks (no labelled sample in the batch, or a non-finite loss): the
     projections use the present tasks' gradients only and the absent tasks get
