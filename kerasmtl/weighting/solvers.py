@@ -409,7 +409,7 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
     methods together. Once at most a quarter of the rows are unfinished, each
     step solves only those. Measured on UPGrad's 40 problems (rank-16 Gram
     matrices, 3 seeds): 14-21 steps in all, 7-14 of them on every row, where
-    the primal method alone took 32-40 steps on every row (K = 20: 9 against
+    the primal method alone took 32-40 steps on every row (K = 20: 5-9 against
     13-17).
     """
     inv_scale, ridged_unit, ridged = _working_matrices(gram)
