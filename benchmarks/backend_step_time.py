@@ -95,9 +95,9 @@ def _measure(args):
             kwargs = {"gradients": "representation"} if route == "rep" else {}
             model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting=name, **kwargs)
             extra = [callbacks.LossWeightScheduler()] if name in ("dwa", "loss_ratio") else []
-            ratios, times = [], []
+            ratios, times, cpu_ratios, cpu_times = [], [], [], []
             for epoch in range(args.epochs + 1):
-                epoch_times = []
+                epoch_times, epoch_cpu_times = [], []
                 for candidate, cbs in ((plain, []), (model, extra)):
                     timer = _EpochTimer()
                     candidate.fit(
@@ -110,15 +110,20 @@ def _measure(args):
                         callbacks=[*cbs, timer.callback(keras)],
                     )
                     epoch_times.append(timer.times[0])
+                    epoch_cpu_times.append(timer.cpu_times[0])
                 if epoch:  # the first epoch of each traces and compiles
                     ratios.append(epoch_times[1] / epoch_times[0])
                     times.append(epoch_times[1])
+                    cpu_ratios.append(epoch_cpu_times[1] / epoch_cpu_times[0])
+                    cpu_times.append(epoch_cpu_times[1])
             results.append(
                 {
                     "tasks": num_tasks,
                     "variant": variant,
                     "ms_per_step": 1000.0 * float(np.median(times)) / steps,
                     "x_plain": float(np.median(ratios)),
+                    "cpu_ms_per_step": 1000.0 * float(np.median(cpu_times)) / steps,
+                    "x_plain_cpu": float(np.median(cpu_ratios)),
                 }
             )
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
@@ -312,15 +317,20 @@ def _print_table(results, first_epoch):
                     f"{row['traces']} | {row.get('graph_nodes', '-')} |"
                 )
         return
-    print("| backend (device) | K | variant | ms/step | x plain Keras | x TensorFlow |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| backend (device) | K | variant | ms/step | x plain Keras | x TensorFlow "
+        "| CPU ms/step | x plain Keras (CPU) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for result in results:
         for row in result["rows"]:
             base = reference.get((row["tasks"], row["variant"]))
             versus = f"{row['ms_per_step'] / base['ms_per_step']:.2f}" if base else "-"
             print(
                 f"| {result['backend']} ({result['device']}) | {row['tasks']} | "
-                f"{row['variant']} | {row['ms_per_step']:.1f} | {row['x_plain']:.2f} | {versus} |"
+                f"{row['variant']} | {row['ms_per_step']:.1f} | {row['x_plain']:.2f} | {versus} | "
+                f"{row.get('cpu_ms_per_step', float('nan')):.1f} | "
+                f"{row.get('x_plain_cpu', float('nan')):.2f} |"
             )
 
 

@@ -21,12 +21,22 @@ def task_vjps(vjp_function, cotangents, method=None):
       K times in sequence.
     - `"vmap"`: `jax.vmap`: one batched backward pass.
 
-    `"auto"` (the default) takes `"vmap"` on accelerators and `"loop"` on the CPU,
-    where XLA runs the batched convolution gradients slowly: on the standard
-    workload (2 cores) PCGrad and MGDA steps cost 2.95-3.2x (K=2) and 5.3-6.0x
-    (K=5) plain Keras's with `vmap`, against 1.65-1.7x and 2.3-2.5x with the loop
-    (benchmarks/README.md, section (f)). The accelerator choice is not measured
-    yet.
+    `"auto"` (the default) takes `"loop"` on the CPU and `"vmap"` on accelerators.
+    Measured on the CPU (2 shared cores, JAX 0.10.2; benchmarks/README.md,
+    section (f)), the loop is the fastest route both to compile and to run:
+
+    - first epoch (trace, compile, 4 steps) of PCGrad / MGDA on a
+      MobileNetV3Small trunk, in CPU seconds against plain Keras's: loop
+      1.42-1.49x; `map` 2.51-2.55x, and its second epoch 30 s against plain
+      Keras's 2.8 s (the scan compiles the pullback once, but XLA's CPU backend
+      runs it ~10x slower); `vmap` 15x for PCGrad (216 CPU s, second epoch 389 s).
+      Compilation is most of it: XLA compiled plain Keras's step in 15 s and
+      PCGrad's, with a second copy of the backward pass, in 29 s.
+    - forward + K pullbacks on the standard workload, against forward + one
+      backward pass (CPU time): loop 1.36x (K=2) and 2.17x (K=5); `map` 9.9x and
+      24x; `map` with `batch_size=2` 12x and 24x; `vmap` 2.35x and 5.5x.
+
+    The accelerator choice is not measured yet.
 
     Args:
         vjp_function: a pullback, as returned by `jax.vjp`.
