@@ -16,9 +16,12 @@ process, with `jax.block_until_ready`:
 Each function's first call (trace + compile) is timed apart; then `--repeats` rounds
 run every function `--calls` times in turn, and the table gives the median ms per call
 and its ratio to `forward + 1 backward`, both in wall and in CPU time
-(`time.process_time`, all threads).
+(`time.process_time`, all threads). `--max-pooling reshape` replaces the trunk's
+`MaxPooling2D` by the same pooling as a reshape and a max (same outputs, a cheaper
+gradient on JAX's CPU backend) to see how much of the step the pooling gradient is.
 
     python jax_parameter_route_time.py --tasks 2 5
+    python jax_parameter_route_time.py --tasks 5 --methods loop --max-pooling reshape
 """
 
 import argparse
@@ -32,11 +35,34 @@ os.environ["KERAS_BACKEND"] = "jax"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def _functions(num_tasks, methods):
+def _reshape_max_pooling(keras):
+    """`MaxPooling2D` (strides = pool size, "valid") as a reshape and a max.
+
+    The same outputs; JAX differentiates `max` over an axis without the
+    `select_and_scatter_add` of `lax.reduce_window`'s gradient (the two differ only
+    in how ties within a window share the gradient).
+    """
+    from keras import ops
+
+    class ReshapeMaxPooling2D(keras.layers.MaxPooling2D):
+        def call(self, inputs):
+            _, height, width, channels = inputs.shape
+            rows, columns = self.pool_size
+            inputs = inputs[:, : height // rows * rows, : width // columns * columns]
+            shape = (-1, height // rows, rows, width // columns, columns, channels)
+            return ops.max(ops.reshape(inputs, shape), axis=(2, 4))
+
+    return ReshapeMaxPooling2D
+
+
+def _functions(num_tasks, methods, max_pooling="keras"):
     import jax
     import jax.numpy as jnp
     import keras
     import workload
+
+    if max_pooling == "reshape":
+        keras.layers.MaxPooling2D = _reshape_max_pooling(keras)
 
     from kerasmtl.trainers import gradient_math as gm
     from kerasmtl.trainers.jax_task_gradients import task_vjps
@@ -119,6 +145,12 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["loop", "map", "map/2", "vmap"])
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--max-pooling",
+        choices=["keras", "reshape"],
+        default="keras",
+        help="the trunk's max pooling: Keras's layer, or the same as a reshape and a max",
+    )
     args = parser.parse_args()
 
     import jax
@@ -127,7 +159,7 @@ def main():
         print(f"load average before: {handle.read().split()[:3]}", file=sys.stderr)
     rows = []
     for num_tasks in args.tasks:
-        table = _functions(num_tasks, args.methods)
+        table = _functions(num_tasks, args.methods, args.max_pooling)
         compiled, compile_s, compile_cpu_s = {}, {}, {}
         for name, (function, inputs) in table.items():
             wall, cpu = time.perf_counter(), time.process_time()
