@@ -197,7 +197,7 @@ def main():
         if config not in results:
             continue
         trajectories = np.stack([r["trajectory"] for r in results[config]])  # (seeds, E, K)
-        epochs = sorted({0, trajectories.shape[1] // 2 - 1, trajectories.shape[1] - 1})
+        epochs = sorted({0, max(trajectories.shape[1] // 2 - 1, 0), trajectories.shape[1] - 1})
         print(f"\n{config}: task weights (init 0.1) after epoch, mean ± 95% CI over seeds")
         print("| epoch | " + " | ".join(TASKS) + " |\n|---|" + "---|" * len(TASKS))
         for epoch in epochs:
