@@ -47,8 +47,13 @@ def test_one_sgd_step_is_the_same_on_every_backend(tmp_path, run_python):
         assert sorted(other.files) == sorted(reference.files)
         for key in reference.files:
             expected, actual = reference[key], other[key]
-            error = np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-12)
-            assert error <= 1e-5, f"{backend}: {key} differs from TensorFlow by {error:.2e}"
+            # Relative 1e-5, with an absolute floor of 1e-7 for values that nearly cancel
+            # (e.g. a bias that lands at 4e-4 from two terms of order 1: float32 rounding).
+            difference = np.linalg.norm(actual - expected)
+            assert difference <= 1e-5 * np.linalg.norm(expected) + 1e-7, (
+                f"{backend}: {key} differs from TensorFlow by {difference:.2e} "
+                f"(norm {np.linalg.norm(expected):.2e})"
+            )
 
 
 def test_import_and_gradient_fit_without_tensorflow(run_python):
