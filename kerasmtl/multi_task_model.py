@@ -692,7 +692,6 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         tasks = [Task.from_config(task) for task in config.pop("tasks")]
-        extra = {key: config.pop(key) for key in cls._extra_config_keys()}
         representation = config.pop("representation", None)
         # Read before `keras.Model.from_config`, which pops them from the dict.
         name, trainable = config.get("name"), config.get("trainable", True)
@@ -704,12 +703,7 @@ class MultiTaskModel(MultiTaskTrainer, keras.Model):
             name=name,
             trainable=trainable,
             representation=representation,
-            **extra,
         )
-
-    @classmethod
-    def _extra_config_keys(cls):
-        return ()
 
 
 _NON_FINITE_SUFFIX = "_non_finite_steps"
