@@ -203,10 +203,13 @@ def test_model_trained_on_jax_exports_and_verifies(tmp_path, run_python):
 
 @pytest.mark.slow
 def test_jax_data_parallel_on_two_devices_equals_one_device(run_python):
-    """`keras.distribution.DataParallel` on 2 virtual CPU devices: global-batch losses and Gram."""
+    """`keras.distribution.DataParallel` on 2 virtual CPU devices: global-batch losses and Gram.
+
+    Five strategies: MGDA, PCGrad (representation), UPGrad, DWA and AutoLambda (lookahead).
+    """
     output = run_python(SCRIPTS / "jax_data_parallel.py", backend="jax", timeout=600)
     lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 4 and all(line.endswith("ok") for line in lines), output
+    assert len(lines) == 5 and all(line.endswith("ok") for line in lines), output
 
 
 _PIPELINE_AND_MIXED_PRECISION = """

@@ -20,7 +20,13 @@ import numpy as np  # noqa: E402
 import kerasmtl  # noqa: E402
 from kerasmtl import Task  # noqa: E402
 
-CASES = [("mgda", None), ("pcgrad", "representation"), ("upgrad", None), ("dwa", None)]
+CASES = [
+    ("mgda", None),
+    ("pcgrad", "representation"),
+    ("upgrad", None),
+    ("dwa", None),
+    ("auto_lambda", None),
+]
 
 
 def data():
