@@ -7,7 +7,11 @@ backend and lives here; each backend's trainer supplies only a small
 `value_and_grad(function, values)` (TF: `tf.GradientTape`, JAX:
 `jax.value_and_grad`, torch: `torch.autograd.grad`) and calls
 `task_loss_differences` inside its compiled train step, before the ordinary
-step. Every forward pass here is `model.stateless_call`: no model variable is
+step. Under a `tf.distribute` strategy with several replicas the TensorFlow
+trainer also passes `global_losses` and `reduce_sum` (all-reduces), so that
+every replica computes the meta update of the global batch; they are the
+identity on one device and under JAX's `DataParallel` (whose arrays are already
+global). Every forward pass here is `model.stateless_call`: no model variable is
 touched, and the state the passes would update (batch-normalisation
 statistics, ...) is discarded.
 """
@@ -53,6 +57,9 @@ def task_loss_differences(
     learning_rate,
     primary_mask,
     value_and_grad,
+    global_losses=None,
+    reduce_sum=None,
+    replicas=1,
 ):
     """The finite differences `h_k ~ <d, grad L_k(theta; tr)>` of Auto-Lambda's meta step.
 
@@ -76,6 +83,23 @@ def task_loss_differences(
             for `function(values) -> (scalar, aux)`: the gradient of the scalar
             with respect to the list `values` (zeros where unconnected) and
             `aux` without gradient.
+        global_losses: `global_losses(losses, counts) -> (shares, counts, totals)`
+            for lists over the tasks of this replica's losses and label counts:
+            this replica's differentiable shares of the global losses (they sum
+            over the replicas to the global losses), the global label counts
+            and the global losses (no gradient). `None`: one replica, the
+            losses are their own shares and totals.
+        reduce_sum: `reduce_sum(values) -> values`, the sum over the replicas
+            of a list of tensors (`None`: the identity).
+        replicas: the number of replicas; the model's extra loss, which each
+            replica computes in full, enters each replica's objective divided
+            by it.
+
+    Under several replicas each replica splits its own share of the global
+    batch into halves; the global `tr` / `val` are the unions of the
+    replicas' halves. The gradients of the shares are summed over the
+    replicas (`reduce_sum`) into the global batch's gradients, and `h` uses
+    the global losses, so every replica computes the same `h` and `mask`.
 
     Returns:
         `(differences, mask)`: float32 `(K,)` `h` (0 outside `mask`) and the
@@ -84,6 +108,10 @@ def task_loss_differences(
         `d` is non-zero and finite.
     """
     num_tasks = len(primary_mask)
+    if global_losses is None:
+        global_losses = _own_losses
+    if reduce_sum is None:
+        reduce_sum = _identity
     primary = ops.convert_to_tensor(primary_mask, "bool")
     weights = ops.cast(weights, "float32")
     half = batch_size(x) // 2
@@ -93,31 +121,38 @@ def task_loss_differences(
     weight_held_out = split_batch(sample_weight, half, None)
 
     def task_losses(values, inputs, labels, sample_weights):
+        """This replica's shares, the global losses (0 where absent), presence, extra loss."""
         y_pred, _, forward_losses = model.stateless_call(
             values, non_trainable_values, inputs, training=True, return_losses=True
         )
         losses, counts = model.compute_task_loss_list(labels, y_pred, sample_weights)
-        losses = ops.stack([ops.cast(loss, "float32") for loss in losses])
-        present = gm.present_tasks(losses, ops.stack(counts))
-        clean = ops.where(present, losses, ops.zeros_like(losses))
-        return clean, present, model.extra_loss_total(forward_losses)
+        losses = [ops.cast(loss, "float32") for loss in losses]
+        shares, counts, totals = global_losses(losses, counts)
+        totals = ops.stack(totals)
+        present = gm.present_tasks(totals, ops.stack(counts))
+        zeros = ops.zeros_like(totals)
+        shares = ops.where(present, ops.stack(shares), zeros)
+        extra = model.extra_loss_total(forward_losses)
+        return shares, ops.where(present, totals, zeros), present, extra
 
     def train_objective(values):
-        losses, present, extra = task_losses(values, x_train, y_train, weight_train)
-        return ops.sum(weights * losses) + extra, present
+        shares, _, present, extra = task_losses(values, x_train, y_train, weight_train)
+        return ops.sum(weights * shares) + extra / replicas, present
 
     def held_out_objective(values):
-        losses, present, _ = task_losses(values, x_held_out, y_held_out, weight_held_out)
+        shares, _, present, _ = task_losses(values, x_held_out, y_held_out, weight_held_out)
         counted = ops.logical_and(present, primary)
-        return ops.sum(ops.where(counted, losses, ops.zeros_like(losses))), counted
+        return ops.sum(ops.where(counted, shares, ops.zeros_like(shares))), counted
 
     train_present, gradients = value_and_grad(train_objective, trainable_values)
+    gradients = reduce_sum(list(gradients))
     alpha = ops.cast(learning_rate, "float32")
     virtual = [
         value - ops.cast(alpha, value.dtype) * ops.cast(gradient, value.dtype)
         for value, gradient in zip(trainable_values, gradients)
     ]
     primary_present, direction = value_and_grad(held_out_objective, virtual)
+    direction = reduce_sum(list(direction))
     squared = [ops.sum(ops.square(ops.cast(d, "float32"))) for d in direction]
     norm = ops.sqrt(ops.sum(ops.stack(squared))) if squared else ops.convert_to_tensor(0.0)
     valid = ops.logical_and(norm > 0.0, ops.isfinite(norm))
@@ -130,7 +165,7 @@ def task_loss_differences(
             value + ops.cast(sign * epsilon, value.dtype) * ops.cast(d, value.dtype)
             for value, d in zip(trainable_values, direction)
         ]
-        return task_losses(values, x_train, y_train, weight_train)[0]
+        return task_losses(values, x_train, y_train, weight_train)[1]
 
     differences = (shifted(1.0) - shifted(-1.0)) / (2.0 * epsilon)
     mask = ops.logical_and(ops.logical_and(train_present, valid), ops.isfinite(differences))
@@ -138,11 +173,30 @@ def task_loss_differences(
     return ops.where(mask, differences, ops.zeros_like(differences)), mask
 
 
-def meta_step(model, x, y, sample_weight, trainable_values, non_trainable_values, value_and_grad):
+def _own_losses(losses, counts):
+    return losses, counts, losses
+
+
+def _identity(values):
+    return values
+
+
+def meta_step(
+    model,
+    x,
+    y,
+    sample_weight,
+    trainable_values,
+    non_trainable_values,
+    value_and_grad,
+    **replica_reductions,
+):
     """Runs the strategy's lookahead meta update (its variables `assign`ed); returns the weights.
 
     The caller maps the model's and the optimizer's variables where the
-    backend needs it (JAX: a `keras.StatelessScope`).
+    backend needs it (JAX: a `keras.StatelessScope`). `replica_reductions`:
+    `global_losses`, `reduce_sum` and `replicas` of `task_loss_differences`
+    (TensorFlow with several replicas).
     """
     strategy = model.weighting
     learning_rate = strategy.lookahead_rate(model.optimizer)
@@ -157,5 +211,6 @@ def meta_step(model, x, y, sample_weight, trainable_values, non_trainable_values
         learning_rate,
         strategy.primary_mask,
         value_and_grad,
+        **replica_reductions,
     )
     return strategy.meta_update(differences, mask, learning_rate)

@@ -21,7 +21,7 @@ class TensorFlowMultiTaskTrainer:
 
     def make_train_function(self, force=False):
         if lookahead.uses_lookahead(self):
-            _check_single_replica(self, self.distribute_strategy.num_replicas_in_sync)
+            _check_lookahead_strategy(self, self.distribute_strategy)
         if self._uses_gradient_step() and self.optimizer is not None:
             # Without a distribution strategy Keras builds the optimizer inside the
             # first trace of the step, and a `tf.function` that creates variables is
@@ -51,19 +51,36 @@ def _value_and_grad(function, values):
     return aux, tape.gradient(value, values, unconnected_gradients="zero")
 
 
-def _check_single_replica(model, replicas):
-    if replicas > 1:
+def _check_lookahead_strategy(model, strategy):
+    # Only MirroredStrategy is tested: its meta update is all-reduced like the gradient step's.
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1 and not isinstance(strategy, tf.distribute.MirroredStrategy):
         raise ValueError(
-            f"{model.weighting.__class__.__name__} does not train under a tf.distribute "
-            "strategy with several replicas: its lookahead meta update is not all-reduced, "
-            "so the replicas' task weights would differ. Train it on one device. "
-            f"Received: num_replicas_in_sync={replicas}"
+            f"{model.weighting.__class__.__name__} trains under tf.distribute.MirroredStrategy "
+            "or on one device; its all-reduced lookahead meta update is not tested under "
+            f"other strategies with several replicas. Received: strategy="
+            f"{type(strategy).__name__} with num_replicas_in_sync={replicas}"
         )
 
 
 def lookahead_meta_step(model, data):
-    """The lookahead meta update of the strategy (Auto-Lambda), inside the traced step."""
-    _check_single_replica(model, distributed.num_replicas_in_sync())
+    """The lookahead meta update of the strategy (Auto-Lambda), inside the traced step.
+
+    With several replicas, the meta update is the global batch's (see
+    `lookahead.task_loss_differences`): the task losses are split into this
+    replica's shares as in `gradient_train_step` and the lookahead's gradients
+    are all-reduced, so every replica takes the same step on the same weights.
+    """
+    replicas = distributed.num_replicas_in_sync()
+    if replicas > 1:
+        _check_lookahead_strategy(model, tf.distribute.get_strategy())
+        reductions = dict(
+            global_losses=_replica_shares,
+            reduce_sum=distributed.all_reduce_sum,
+            replicas=replicas,
+        )
+    else:
+        reductions = {}
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     lookahead.meta_step(
         model,
@@ -73,6 +90,7 @@ def lookahead_meta_step(model, data):
         [tf.convert_to_tensor(v) for v in model.trainable_variables],
         [tf.convert_to_tensor(v) for v in model.non_trainable_variables],
         _value_and_grad,
+        **reductions,
     )
 
 

@@ -61,8 +61,15 @@ class AutoLambda(Weighting):
       strategy.
     - The Adam step is PyTorch's (`torch.optim.Adam` defaults, as the
       official code), with a step count per task.
-    - Under a `tf.distribute` strategy with more than one replica, training
-      raises an error (the meta update is not all-reduced across replicas).
+    - Distributed training: the meta update is that of the global batch.
+      Under JAX's `keras.distribution.DataParallel` the batch's halves are the
+      global batch's. Under `tf.distribute.MirroredStrategy` each replica
+      splits its own slice of the global batch into halves, so `tr` / `val`
+      are the unions of the replicas' halves; the task losses are the global
+      ones, the gradients (of the virtual step and `d`) are all-reduced, and
+      every replica computes the same `h` and holds the same `lambda` and
+      Adam state. Other `tf.distribute` strategies with several replicas
+      (`MultiWorkerMirroredStrategy`: untested) raise an error.
     - Mixed precision (`LossScaleOptimizer`) trains; the lookahead's own
       gradients are not loss-scaled and may underflow in float16 (a step
       whose `d` is 0 makes no meta update).
