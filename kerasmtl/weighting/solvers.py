@@ -228,9 +228,7 @@ def _select(candidates, values):
 def _check_method(method, num):
     """`True` for support enumeration, `False` for the active-set method."""
     if method not in _METHODS:
-        raise ValueError(
-            f"`method` must be one of {list(_METHODS)}. Received: method={method!r}"
-        )
+        raise ValueError(f"`method` must be one of {list(_METHODS)}. Received: method={method!r}")
     if method == "enumeration" and num > MAX_ENUMERATION_TASKS:
         raise ValueError(
             f"Support enumeration solves 2^K - 1 systems and is limited to "
@@ -425,9 +423,7 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
         # Primal-dual step.
         y_pd = ops.where(free > 0.0, y, lower)
         grad_pd = ops.matmul(y_pd, ridged)
-        violated = ops.where(
-            free > 0.0, y_pd < lower, grad_pd + _kkt_noise(ridged, y_pd) < 0.0
-        )
+        violated = ops.where(free > 0.0, y_pd < lower, grad_pd + _kkt_noise(ridged, y_pd) < 0.0)
         count = ops.sum(ops.cast(violated, "int32"), axis=-1)
         certified = count == 0
         clipped = ops.maximum(y_pd, lower)
@@ -497,9 +493,7 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
         order = ops.argsort(ops.cast(state[2], "int32"))[:narrow]
         taken = step(ops.take(lower, order, axis=0), *[ops.take(x, order, axis=0) for x in state])
         indices = order[:, None]
-        return iteration + 1, tuple(
-            ops.scatter_update(x, indices, y) for x, y in zip(state, taken)
-        )
+        return iteration + 1, tuple(ops.scatter_update(x, indices, y) for x, y in zip(state, taken))
 
     # Start from v = lower, every bound with a negative multiplier released.
     free = ops.cast(ops.matmul(lower, ridged) + _kkt_noise(ridged, lower) < 0.0, "float32")
@@ -737,9 +731,7 @@ def conflict_averse_dual(gram, c, num_iterations=2000, mask=None, method="auto")
         ones = ops.ones((1,), dtype="float32")
         return (ones if mask is None else ops.where(mask, ones, 0.0)), gram
     if enumerate_supports:
-        candidates = _conflict_averse_on_supports(
-            gram, mean_term, radius, support_masks(num), mask
-        )
+        candidates = _conflict_averse_on_supports(gram, mean_term, radius, support_masks(num), mask)
         values = _conflict_averse_objective(candidates, gram, mean_term, radius)
         values = _forbid(values, _allowed(candidates, mask))
         result = _select(candidates, values)
