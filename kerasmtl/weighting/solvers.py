@@ -404,8 +404,10 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
       negative gradient `(G v)_j`. The primal method ends finitely.
 
     A row that is optimal stays put; `max_iterations` bounds the steps of both
-    methods together. Once at most a quarter of the rows are unfinished, each
-    step solves only those. Measured on UPGrad's 40 problems (rank-16 Gram
+    methods together. The primal step is computed only in a step where an
+    unfinished row is on it (`ops.cond`: most steps have none; 12-17% less
+    solver time at K = 10-20). Once at most a quarter of the rows are
+    unfinished, each step solves only those. Measured on UPGrad's 40 problems (rank-16 Gram
     matrices, 3 seeds): 14-21 steps in all, 7-14 of them on every row, where
     the primal method alone took 32-40 steps on every row (K = 20: 5-9 against
     13-17).
@@ -437,26 +439,37 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
         flipped = ops.where(violated, 1.0 - free, free)
         pd_free = ops.where(switch[:, None], ops.cast(best > lower, "float32"), flipped)
         pd_v = ops.where(certified[:, None], y_pd, ops.where(switch[:, None], best, v))
-        # Primal step.
-        delta = y - v
-        t_block, blocker = _first_blocking(v - lower, delta, free)
-        blocked = t_block < 1.0
-        t = ops.minimum(t_block, 1.0)[:, None]
-        keep = 1.0 - ops.where(blocked[:, None], ops.one_hot(blocker, num, dtype="float32"), 0.0)
-        free_kept = free * keep
-        moved = ops.maximum(v + t * delta, lower)
-        moved = ops.where(free_kept > 0.0, moved, lower)
-        grad = ops.matmul(moved, ridged)
-        slack = ops.where(free_kept == 0.0, grad + _kkt_noise(ridged, moved), float("inf"))
-        release = ops.logical_and(ops.logical_not(blocked), ops.min(slack, axis=-1) < 0.0)
-        entering = ops.where(
-            release[:, None], ops.one_hot(ops.argmin(slack, axis=-1), num, dtype="float32"), 0.0
+
+        # Primal step, computed only in a step where some unfinished row is on it.
+        def primal_step():
+            delta = y - v
+            t_block, blocker = _first_blocking(v - lower, delta, free)
+            blocked = t_block < 1.0
+            t = ops.minimum(t_block, 1.0)[:, None]
+            one_hot = ops.one_hot(blocker, num, dtype="float32")
+            free_kept = free * (1.0 - ops.where(blocked[:, None], one_hot, 0.0))
+            moved = ops.maximum(v + t * delta, lower)
+            moved = ops.where(free_kept > 0.0, moved, lower)
+            grad = ops.matmul(moved, ridged)
+            slack = ops.where(free_kept == 0.0, grad + _kkt_noise(ridged, moved), float("inf"))
+            release = ops.logical_and(ops.logical_not(blocked), ops.min(slack, axis=-1) < 0.0)
+            entering = ops.where(
+                release[:, None], ops.one_hot(ops.argmin(slack, axis=-1), num, dtype="float32"), 0.0
+            )
+            stuck = ops.logical_and(blocked, t[:, 0] <= 0.0)
+            optimal = ops.logical_and(ops.logical_not(blocked), ops.logical_not(release))
+            return (
+                ops.where(stuck[:, None], v, moved),
+                ops.where(stuck[:, None], free, ops.maximum(free_kept, entering)),
+                ops.logical_or(optimal, stuck),
+            )
+
+        def no_primal_step():
+            return v, free, done
+
+        p_v, p_free, p_done = ops.cond(
+            ops.any(ops.logical_and(primal, ops.logical_not(done))), primal_step, no_primal_step
         )
-        stuck = ops.logical_and(blocked, t[:, 0] <= 0.0)
-        optimal = ops.logical_and(ops.logical_not(blocked), ops.logical_not(release))
-        p_v = ops.where(stuck[:, None], v, moved)
-        p_free = ops.where(stuck[:, None], free, ops.maximum(free_kept, entering))
-        p_done = ops.logical_or(optimal, stuck)
         # Each row takes its method's step; a finished row stays put.
         on_primal = primal[:, None]
         v_next = ops.where(on_primal, p_v, pd_v)
