@@ -373,13 +373,17 @@ def _merge(paths):
     merged = {}
     for path in paths:
         with open(path) as handle:
-            result = json.load(handle)
-        into = merged.setdefault(result["backend"], {**result, "rows": [], "memory": []})
-        keys = {(row["trunk"], row["tasks"], row["variant"]) for row in result["rows"]}
-        into["rows"] = [
-            row for row in into["rows"] if (row["trunk"], row["tasks"], row["variant"]) not in keys
-        ] + result["rows"]
-        into["memory"] = result.get("memory") or into["memory"]
+            loaded = json.load(handle)
+        # One backend's result (`--backend`), or a list of them (`--backends`).
+        for result in loaded if isinstance(loaded, list) else [loaded]:
+            into = merged.setdefault(result["backend"], {**result, "rows": [], "memory": []})
+            keys = {(row["trunk"], row["tasks"], row["variant"]) for row in result["rows"]}
+            into["rows"] = [
+                row
+                for row in into["rows"]
+                if (row["trunk"], row["tasks"], row["variant"]) not in keys
+            ] + result["rows"]
+            into["memory"] = result.get("memory") or into["memory"]
     for result in merged.values():
         result["rows"].sort(key=lambda row: (TRUNKS.index(row["trunk"]), row["tasks"]))
     return list(merged.values())
@@ -434,6 +438,9 @@ def main():
                 str(args.epochs),
             ]
             results.append(_child(args, flags, backend=backend))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(results, handle)
         _print_tables(results)
         if args.plot:
             _plot(results, args.plot)
