@@ -305,13 +305,13 @@ def test_lower_bounded_qp_warm_start_is_exact_and_faster(num_tasks, kind):
 
 @pytest.mark.parametrize("strategy_class", [UPGrad, DualProj])
 def test_upgrad_warm_start_state(strategy_class):
-    """With `warm_start`, UPGrad and DualProj keep the last free sets; weights are the cold ones.
+    """UPGrad and DualProj keep the last free sets; the weights equal a cold strategy's.
 
     Also: a task absent then back, and loading a file saved before the warm
     start (no `warm_start_free` in its store) keeps the cold start.
     """
     num_tasks = 20
-    strategy = strategy_class(warm_start=True)
+    strategy = strategy_class()
     strategy.build((num_tasks,))
     rows = 1 if strategy_class is DualProj else num_tasks
     assert tuple(strategy.warm_start_free.shape) == (rows, num_tasks)
@@ -336,16 +336,12 @@ def test_upgrad_warm_start_state(strategy_class):
                 np.testing.assert_array_equal(free[~present], previous[~present])
         previous = free
     # A store written before the warm start: only `last_coefficients`.
-    fresh = strategy_class(warm_start=True)
+    fresh = strategy_class()
     fresh.build((num_tasks,))
     coefficients = np.linspace(0.5, 1.5, num_tasks).astype("float32")
     fresh.load_own_variables({"0": coefficients})
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(fresh.last_coefficients), coefficients)
     assert np.all(keras.ops.convert_to_numpy(fresh.warm_start_free) == -1.0)
-    assert strategy_class.from_config(strategy.get_config()).warm_start
-    assert not hasattr(strategy_class(), "warm_start_free")
-    with pytest.raises(ValueError, match="warm_start"):
-        strategy_class(warm_start="yes")
     # A current store restores both.
     store = {}
     strategy.save_own_variables(store)

@@ -37,9 +37,9 @@ class DualProj(UPGrad):
     with the one lower bound `p` instead of UPGrad's `K` bounds `p_i e_i`, so
     the class extends `UPGrad`.
 
-    With `warm_start=True`, as UPGrad, the active-set method (beyond 5 tasks)
-    starts from the free set of the previous training step
-    (`warm_start_free`); the result does not depend on it.
+    Like UPGrad, the active-set method (beyond 5 tasks) starts from the free
+    set of the previous training step (`warm_start_free`); the result does not
+    depend on it.
 
     Absent tasks (no labelled sample in the batch, or a non-finite loss): the
     projection uses the present tasks' gradients only and the absent tasks get
@@ -53,8 +53,6 @@ class DualProj(UPGrad):
         reg_eps: ridge added to the trace-normalised Gram matrix.
         num_iterations: the most active-set iterations (more than 5 tasks);
             the solver stops at the optimum.
-        warm_start: start the active-set method from the last training
-            step's free set.
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:

