@@ -25,7 +25,6 @@ import kerasmtl
 from kerasmtl import Task
 from kerasmtl.weighting import solvers
 from kerasmtl.weighting.cagrad import CAGrad
-from kerasmtl.weighting.dual_proj import DualProj
 from kerasmtl.weighting.mgda import MGDA
 from kerasmtl.weighting.nash_mtl import NashMTL
 from kerasmtl.weighting.upgrad import UPGrad
@@ -232,124 +231,6 @@ def test_lower_bounded_qp_primal_fallback_is_exact(kind, monkeypatch):
     solve = _compiled(lambda g, b: solvers.lower_bounded_qp(g, b, method="active_set"))
     projections = _float64(solve(problem.astype("float32"), lower.astype("float32")))
     _check_lower_bounded(projections, problem, lower, present, "active_set")
-
-
-def _perturbed_problem(num_tasks, kind, size=0.02):
-    """`_problem` a training step later: each gradient moved by `size` of its norm."""
-    jacobian = _jacobian(num_tasks, kind)
-    noise = np.random.default_rng(1).normal(size=jacobian.shape) / np.sqrt(DIM)
-    jacobian = jacobian + size * noise * np.linalg.norm(jacobian, axis=1, keepdims=True)
-    present = _present(num_tasks, kind)
-    gram = jacobian @ jacobian.T * np.outer(present, present)
-    return gram / np.diag(gram).max() + 1e-4 * np.eye(num_tasks)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("num_tasks", [10, 20, 40])
-def test_lower_bounded_qp_warm_start_is_exact_and_faster(num_tasks, kind):
-    """Any initial free set gives the cold start's solution; the previous one saves steps.
-
-    The active-set method only stops at a KKT point, and with the ridge the
-    problem has one solution, so wrong starts (all free, all bound, random, the
-    complement of the optimal free sets) must end there too. On the next
-    training step's problem (gradients moved by 2%), starting from the previous
-    step's free sets takes no more steps than the cold start, and fewer except
-    on the rank-deficient matrices (4 steps either way, measured).
-    """
-    _, unit, present = _problem(num_tasks, kind)
-    rows = np.flatnonzero(present)
-    lower = (np.eye(num_tasks)[rows] / len(rows)).astype("float32")
-    problem = unit + 1e-4 * np.eye(num_tasks)
-    cold_start = -np.ones(lower.shape, "float32")
-    # Float32 residuals (~1e-7) move v by up to residual / curvature: the ridge
-    # 1e-4 is the only curvature on the rank-deficient matrices' null space.
-    atol = 1e-3 if kind == "rank_deficient" else 1e-6
-
-    def run(gram, bounds, initial_free):
-        gram = solvers.normalize_gram(keras.ops.convert_to_tensor(gram))
-        bounds = keras.ops.convert_to_tensor(bounds)
-        return solvers._lower_bounded_active_set(gram, bounds, 2000, initial_free)
-
-    solve = _compiled(run)
-    cold, free, cold_steps = (
-        _float64(x) for x in solve(problem.astype("float32"), lower, cold_start)
-    )
-    _check_lower_bounded(cold, problem, lower, present, "active_set")
-    assert set(np.unique(free)) <= {0.0, 1.0}
-    rng = np.random.default_rng(0)
-    starts = {
-        "all free": np.ones(lower.shape),
-        "all bound": np.zeros(lower.shape),
-        "random": rng.integers(0, 2, lower.shape),
-        "complement": 1.0 - free,
-        "optimal": free,
-    }
-    for name, start in starts.items():
-        warm, _, steps = (
-            _float64(x) for x in solve(problem.astype("float32"), lower, start.astype("float32"))
-        )
-        _check_lower_bounded(warm, problem, lower, present, name)
-        np.testing.assert_allclose(warm, cold, rtol=0.0, atol=atol, err_msg=name)
-        if name == "optimal":
-            assert steps == 1  # certified at once
-    # The next step's problem: warm (previous free sets) against cold.
-    following = _perturbed_problem(num_tasks, kind).astype("float32")
-    next_cold, _, next_cold_steps = (_float64(x) for x in solve(following, lower, cold_start))
-    warm, _, warm_steps = (_float64(x) for x in solve(following, lower, free.astype("float32")))
-    _check_lower_bounded(warm, following.astype("float64"), lower, present, "warm")
-    np.testing.assert_allclose(warm, next_cold, rtol=0.0, atol=atol)
-    assert warm_steps <= next_cold_steps, (warm_steps, next_cold_steps)
-    if kind != "rank_deficient":
-        assert warm_steps < next_cold_steps, (warm_steps, next_cold_steps, cold_steps)
-
-
-@pytest.mark.parametrize("strategy_class", [UPGrad, DualProj])
-def test_upgrad_warm_start_state(strategy_class):
-    """UPGrad and DualProj keep the last free sets; the weights equal a cold strategy's.
-
-    Also: a task absent then back, and loading a file saved before the warm
-    start (no `warm_start_free` in its store) keeps the cold start.
-    """
-    num_tasks = 20
-    strategy = strategy_class()
-    strategy.build((num_tasks,))
-    rows = 1 if strategy_class is DualProj else num_tasks
-    assert tuple(strategy.warm_start_free.shape) == (rows, num_tasks)
-    assert np.all(keras.ops.convert_to_numpy(strategy.warm_start_free) == -1.0)
-    losses = np.ones(num_tasks, "float32")
-    previous = None
-    for step, kind in enumerate(["conflict", "absent", "conflict", "norm_gap"]):
-        gram = _problem(num_tasks, kind)[0] if step < 2 else _perturbed_problem(num_tasks, kind)
-        present = _present(num_tasks, kind)
-        cold = strategy_class()
-        cold.build((num_tasks,))
-        gram = gram.astype("float32")
-        expected = _float64(cold.compute_weights_from_gram(gram, losses, present))
-        weights = _float64(strategy.compute_weights_from_gram(gram, losses, present))
-        np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-6, err_msg=kind)
-        assert np.all(weights[~present] == 0.0)
-        free = keras.ops.convert_to_numpy(strategy.warm_start_free)
-        assert set(np.unique(free)) <= {0.0, 1.0}
-        if kind == "absent":  # the absent tasks' entries are unchanged (the conflict step's)
-            np.testing.assert_array_equal(free[:, ~present], previous[:, ~present])
-            if strategy_class is UPGrad:
-                np.testing.assert_array_equal(free[~present], previous[~present])
-        previous = free
-    # A store written before the warm start: only `last_coefficients`.
-    fresh = strategy_class()
-    fresh.build((num_tasks,))
-    coefficients = np.linspace(0.5, 1.5, num_tasks).astype("float32")
-    fresh.load_own_variables({"0": coefficients})
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(fresh.last_coefficients), coefficients)
-    assert np.all(keras.ops.convert_to_numpy(fresh.warm_start_free) == -1.0)
-    # A current store restores both.
-    store = {}
-    strategy.save_own_variables(store)
-    fresh.load_own_variables(store)
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(fresh.warm_start_free),
-        keras.ops.convert_to_numpy(strategy.warm_start_free),
-    )
 
 
 @pytest.mark.parametrize("num_tasks", [20, 40])

@@ -1,7 +1,6 @@
 """DualProj: the mean gradient projected onto the dual cone of the task gradients."""
 
 import keras
-from keras import ops
 
 from kerasmtl.weighting.upgrad import UPGrad
 
@@ -37,10 +36,6 @@ class DualProj(UPGrad):
     with the one lower bound `p` instead of UPGrad's `K` bounds `p_i e_i`, so
     the class extends `UPGrad`.
 
-    Like UPGrad, the active-set method (beyond 5 tasks) starts from the free
-    set of the previous training step (`warm_start_free`); the result does not
-    depend on it.
-
     Absent tasks (no labelled sample in the batch, or a non-finite loss): the
     projection uses the present tasks' gradients only and the absent tasks get
     0: DualProj built on the present tasks alone, with their entries of
@@ -66,14 +61,6 @@ class DualProj(UPGrad):
     >>> [round(float(a), 3) for a in strategy.compute_weights_from_gram(gram, [1.0, 1.0])]
     [0.75, 0.5]
     """
-
-    def _num_problems(self):
-        """One quadratic program per step (its free set is the warm start)."""
-        return 1
-
-    def _problems_present(self, present):
-        """The one quadratic program belongs to every task."""
-        return ops.ones((1,), dtype="bool")
 
     def _lower_bounds(self, preferences):
         """The one quadratic program's lower bound: `p` itself."""

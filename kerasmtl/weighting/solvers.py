@@ -379,7 +379,7 @@ def _min_norm_active_set(gram, max_iterations, mask):
     )
 
 
-def _lower_bounded_active_set(gram, lower, max_iterations, initial_free=None):
+def _lower_bounded_active_set(gram, lower, max_iterations):
     """Active-set method for `min v^T G v` s.t. `v >= lower`, one problem per row.
 
     All rows iterate together, one batched solve per step: with `B` a row's
@@ -411,13 +411,6 @@ def _lower_bounded_active_set(gram, lower, max_iterations, initial_free=None):
     matrices, 3 seeds): 14-21 steps in all, 7-14 of them on every row, where
     the primal method alone took 32-40 steps on every row (K = 20: 5-9 against
     13-17).
-
-    Warm start: the primal-dual method may start from any free set (it only
-    stops at a KKT point, and the primal fallback restarts from a feasible
-    point), so `initial_free` (`(rows, K)`, 1 free, 0 bound, a negative entry
-    for the cold rule below) only changes the number of steps, never the
-    result. Returns `(v, free, steps)`: the solutions, their final free sets
-    (a warm start for a nearby problem) and the number of steps taken.
     """
     inv_scale, ridged_unit, ridged = _working_matrices(gram)
     num = gram.shape[-1]
@@ -515,12 +508,8 @@ def _lower_bounded_active_set(gram, lower, max_iterations, initial_free=None):
         indices = order[:, None]
         return iteration + 1, tuple(ops.scatter_update(x, indices, y) for x, y in zip(state, taken))
 
-    # Start from v = lower, every bound with a negative multiplier released
-    # (or from the given free sets, where their entries are not negative).
+    # Start from v = lower, every bound with a negative multiplier released.
     free = ops.cast(ops.matmul(lower, ridged) + _kkt_noise(ridged, lower) < 0.0, "float32")
-    if initial_free is not None:
-        initial_free = ops.cast(initial_free, "float32")
-        free = ops.where(initial_free < 0.0, free, ops.cast(initial_free > 0.0, "float32"))
     state = (
         lower,
         free,
@@ -535,7 +524,7 @@ def _lower_bounded_active_set(gram, lower, max_iterations, initial_free=None):
     iteration, state = ops.while_loop(wide_running, wide_body, (iteration, state))
     if narrow < rows:
         iteration, state = ops.while_loop(narrow_running, narrow_body, (iteration, state))
-    return state[0], state[1], iteration
+    return state[0]
 
 
 def _conflict_averse_active_set(gram, mean_term, radius, max_iterations, mask):
@@ -649,9 +638,7 @@ def _lower_bounded_on_supports(gram, lower, masks):
     return ops.maximum(solution, lower[:, None, :])
 
 
-def lower_bounded_qp(
-    gram, lower, num_iterations=2000, method="auto", initial_free=None, return_free=False
-):
+def lower_bounded_qp(gram, lower, num_iterations=2000, method="auto"):
     """Returns `argmin_{v >= lower} v^T G v` for each row of `lower`.
 
     For `lower = u_i e_i` this is the dual of projecting `u_i g_i` onto the dual
@@ -668,18 +655,9 @@ def lower_bounded_qp(
             method stops once every row is optimal).
         method: `"auto"`, `"enumeration"` (`K <= MAX_ENUMERATION_TASKS`) or
             `"active_set"`.
-        initial_free: optional `(P, K)` float32 warm start of the active-set
-            method: 1 where an entry starts free, 0 where it starts at its
-            bound, negative for the cold rule (`v = lower`, the bounds with a
-            negative multiplier released); `None` is the cold rule everywhere.
-            Typically the free sets returned for the previous, nearby problem.
-            It changes the number of steps, not the result (ignored by the
-            enumeration).
-        return_free: also return the final free sets.
 
     Returns:
-        A `(P, K)` float32 tensor, or with `return_free` the pair of it and
-        its `(P, K)` float32 free sets (1 where `v` is free).
+        A `(P, K)` float32 tensor.
     """
     lower = ops.cast(lower, "float32")
     num = gram.shape[-1]
@@ -688,11 +666,8 @@ def lower_bounded_qp(
     gram = normalize_gram(gram)
     if enumerate_supports:
         candidates = _lower_bounded_on_supports(gram, lower, support_masks(num, True))
-        solution = _select(candidates, _quadratic_forms(candidates, gram))
-        free = ops.cast(solution > lower, "float32")
-    else:
-        solution, free, _ = _lower_bounded_active_set(gram, lower, num_iterations, initial_free)
-    return (solution, free) if return_free else solution
+        return _select(candidates, _quadratic_forms(candidates, gram))
+    return _lower_bounded_active_set(gram, lower, num_iterations)
 
 
 # --------------------------------------------------------------------------- #

@@ -42,14 +42,6 @@ class UPGrad(Weighting):
     `pref_vector` (not renormalised) or, by default, `1 / K_p` each over the
     `K_p` present tasks.
 
-    Warm start: beyond 5 tasks, the active-set method starts from the free
-    sets of the previous training step (the non-trainable variable
-    `warm_start_free`, `-1` until the first step: the cold start). Consecutive
-    Gram matrices are close, so it usually certifies optimality in fewer steps;
-    the method only stops at the unique optimum, so the weights do not depend
-    on the start (up to float32 rounding). Only training steps call
-    `compute_weights_from_gram`; evaluation reuses the last coefficients.
-
     Args:
         pref_vector: optional list of `K` floats, the preference weights `p`.
         norm_eps: trace threshold below which the Gram matrix is treated as zero.
@@ -90,31 +82,6 @@ class UPGrad(Weighting):
                 f"`pref_vector` has {len(self.pref_vector)} values but the model has "
                 f"{self.num_tasks} tasks. Received: pref_vector={self.pref_vector}"
             )
-        # The free sets of the last training step's quadratic programs (-1: none yet).
-        self.warm_start_free = self.add_weight(
-            shape=(self._num_problems(), self.num_tasks),
-            initializer=keras.initializers.Constant(-1.0),
-            trainable=False,
-            name="warm_start_free",
-        )
-
-    def _num_problems(self):
-        """The number of quadratic programs per step: one per task."""
-        return self.num_tasks
-
-    def _problems_present(self, present):
-        """Which quadratic programs belong to present tasks: task i's is row i."""
-        return present
-
-    def load_own_variables(self, store):
-        # Files saved before the warm start have no `warm_start_free`: it keeps
-        # its initial value (cold start).
-        variables = self._trainable_variables + self._non_trainable_variables
-        if len(store.keys()) == len(variables) - 1 and variables[-1] is self.warm_start_free:
-            for index, variable in enumerate(variables[:-1]):
-                variable.assign(store[f"{index}"])
-            return
-        super().load_own_variables(store)
 
     def compute_weights_from_gram(self, gram, losses, present=None):
         gram, _, present = gram_inputs(gram, losses, present)
@@ -131,17 +98,9 @@ class UPGrad(Weighting):
         else:
             preferences = ops.convert_to_tensor(self.pref_vector, dtype="float32")
             preferences = preferences * present_float
-        last = ops.convert_to_tensor(self.warm_start_free)
-        projections, free = solvers.lower_bounded_qp(
-            regularized,
-            self._lower_bounds(preferences),
-            num_iterations=self.num_iterations,
-            initial_free=last,
-            return_free=True,
+        projections = solvers.lower_bounded_qp(
+            regularized, self._lower_bounds(preferences), num_iterations=self.num_iterations
         )
-        # An absent task's entries (its row and column) keep their last value.
-        kept = ops.logical_and(self._problems_present(present)[:, None], present[None, :])
-        self.warm_start_free.assign(ops.where(kept, free, last))
         # An absent task's coefficient is 0 in every projection (no coupling, bound 0).
         return ops.where(present, ops.sum(projections, axis=0), 0.0)
 
