@@ -5,10 +5,16 @@ trained with `model.fit` on the backend given by `--backend` (default: KERAS_BAC
 tensorflow). For each K and strategy it prints:
 
 - "step ms": the median epoch time (after the first, which traces) over the steps per epoch;
-- "solver ms": `compute_weights_from_gram` alone on a random positive semi-definite K x K Gram
-  matrix of rank min(K, 16), compiled the backend's way (`tf.function`, `jax.jit`; torch runs
-  it eagerly), median of --calls calls;
-- "solver share": solver ms / step ms.
+- "solver ms, fixed": `compute_weights_from_gram` alone on a random positive semi-definite K x K
+  Gram matrix of rank min(K, 16), compiled the backend's way (`tf.function`, `jax.jit`; torch
+  runs it eagerly), median of --calls calls, and its share of the step;
+- "solver ms, training": the same call on the Gram matrices training produces: after the timed
+  epochs, --gram-steps further training steps (`train_on_batch` on consecutive batches) each
+  record the Gram matrix of the shared variables' task gradients and the task losses just
+  before the step, as the trainer forms them; the solver then runs on those matrices in turn
+  (median of --calls calls), and its share of the step. Consecutive training Gram matrices
+  differ by mini-batch noise and are better conditioned than the fixed one, so this is the
+  figure that a training step pays; the fixed column is the harder case.
 
     python many_tasks.py --tasks 2 5 10 20 40
     python many_tasks.py --backend jax --only mgda nash_mtl
@@ -60,19 +66,51 @@ def _step_ms(keras, kerasmtl, np, name, num_tasks, samples, epochs):
 
     model.fit(x, y, batch_size=64, epochs=epochs + 1, verbose=0, shuffle=False,
               callbacks=[Timer()])
-    return 1000.0 * float(np.median(times[1:])) / (samples // 64)
+    return 1000.0 * float(np.median(times[1:])) / (samples // 64), model, x, y
 
 
-def _solver_ms(keras, kerasmtl, np, name, num_tasks, calls):
-    from keras import ops
-
-    strategy = kerasmtl.weighting.get(name)
-    strategy.build((num_tasks,))
+def _fixed_gram(np, num_tasks):
     rng = np.random.default_rng(1)
     rank = min(num_tasks, 16)
     rows = rng.normal(size=(num_tasks, rank)) @ rng.normal(size=(rank, 256))
-    gram = ops.convert_to_tensor((rows @ rows.T).astype("float32"))
-    losses = ops.convert_to_tensor(rng.uniform(0.5, 2.0, size=num_tasks).astype("float32"))
+    losses = rng.uniform(0.5, 2.0, size=num_tasks)
+    return [((rows @ rows.T).astype("float32"), losses.astype("float32"))]
+
+
+def _training_grams(np, model, x, y, steps, batch_size=64):
+    """Gram matrices and losses of `steps` consecutive training steps (before each step)."""
+    from kerasmtl.testing.gradients import value_and_gradients
+
+    variables = [model.trainable_variables[i] for i in model.shared_variable_indices]
+    names = model.task_names
+    recorded = []
+    for step in range(steps):
+        start = (step * batch_size) % (len(x) - batch_size + 1)
+        x_batch = x[start : start + batch_size]
+        y_batch = {name: y[name][start : start + batch_size] for name in names}
+        rows, losses = [], []
+        for k in range(len(names)):
+
+            def task_loss(inputs, k=k):
+                values, _ = model.compute_task_loss_list(y_batch, model(inputs, training=True))
+                return values[k], ()
+
+            loss, _, _, gradients = value_and_gradients(task_loss, x_batch, variables)
+            rows.append(np.concatenate([g.ravel() for g in gradients]))
+            losses.append(float(loss))
+        rows = np.stack(rows).astype("float64")
+        recorded.append(((rows @ rows.T).astype("float32"), np.asarray(losses, "float32")))
+        model.train_on_batch(x_batch, y_batch)
+    return recorded
+
+
+def _solver_ms(keras, kerasmtl, np, name, grams, calls):
+    from keras import ops
+
+    num_tasks = grams[0][0].shape[0]
+    strategy = kerasmtl.weighting.get(name)
+    strategy.build((num_tasks,))
+    inputs = [(ops.convert_to_tensor(g), ops.convert_to_tensor(loss)) for g, loss in grams]
     present = ops.convert_to_tensor(np.ones(num_tasks, bool))
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -98,9 +136,10 @@ def _solver_ms(keras, kerasmtl, np, name, num_tasks, calls):
         def function(g, loss, p):
             return strategy.compute_weights_from_gram(g, loss, p)
 
-    keras.ops.convert_to_numpy(function(gram, losses, present))  # trace / compile
+    keras.ops.convert_to_numpy(function(*inputs[0], present))  # trace / compile
     samples = []
-    for _ in range(calls):
+    for call in range(calls):
+        gram, losses = inputs[call % len(inputs)]
         start = time.perf_counter()
         keras.ops.convert_to_numpy(function(gram, losses, present))
         samples.append(time.perf_counter() - start)
@@ -115,6 +154,7 @@ def main():
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--gram-steps", type=int, default=10)
     args = parser.parse_args()
     os.environ["KERAS_BACKEND"] = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -125,13 +165,23 @@ def main():
 
     names = args.only or GRADIENT_STRATEGIES
     print(f"backend: {keras.backend.backend()}")
-    print("| K | strategy | step ms | solver ms | solver share |")
-    print("|---|---|---|---|---|")
+    print(
+        "| K | strategy | step ms | solver ms, fixed | share, fixed "
+        "| solver ms, training | share, training |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for num_tasks in args.tasks:
         for name in names:
-            step = _step_ms(keras, kerasmtl, np, name, num_tasks, args.samples, args.epochs)
-            solver = _solver_ms(keras, kerasmtl, np, name, num_tasks, args.calls)
-            print(f"| {num_tasks} | {name} | {step:.1f} | {solver:.2f} | {solver / step:.0%} |")
+            step, model, x, y = _step_ms(
+                keras, kerasmtl, np, name, num_tasks, args.samples, args.epochs
+            )
+            fixed = _solver_ms(keras, kerasmtl, np, name, _fixed_gram(np, num_tasks), args.calls)
+            grams = _training_grams(np, model, x, y, args.gram_steps)
+            trained = _solver_ms(keras, kerasmtl, np, name, grams, args.calls)
+            print(
+                f"| {num_tasks} | {name} | {step:.1f} | {fixed:.2f} | {fixed / step:.0%} "
+                f"| {trained:.2f} | {trained / step:.0%} |"
+            )
             sys.stdout.flush()
 
 

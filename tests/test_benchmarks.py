@@ -109,6 +109,8 @@ def test_many_tasks_prints_the_solver_share(run_python):
             "1",
             "--calls",
             "2",
+            "--gram-steps",
+            "2",
         ),
         cwd=os.path.join(ROOT, "benchmarks"),
     )
@@ -119,6 +121,7 @@ def test_many_tasks_prints_the_solver_share(run_python):
     ], output
     for row in rows[1:]:
         assert float(row[2]) > 0.0 and float(row[3]) > 0.0 and row[4].endswith("%"), output
+        assert float(row[5]) > 0.0 and row[6].endswith("%"), output  # on training's Gram matrices
 
 
 def test_scaling_prints_routes_memory_and_a_plot(run_python, tmp_path):

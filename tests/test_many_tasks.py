@@ -127,27 +127,45 @@ def test_min_norm_point_is_exact(num_tasks, kind):
     for method in _methods(num_tasks):
         solve = _compiled(lambda g, m: solvers.min_norm_point(g, mask=m, method=method))
         weights = _float64(solve(gram.astype("float32"), present))
-        _check_on_simplex(weights, present)
-        value = weights @ unit @ weights
-        # KKT (Sener & Koltun's optimality condition): <g_j, d> >= ||d||^2 for
-        # every present task j, d = sum_k a_k g_k, i.e. no vertex is a better direction.
-        slack = (unit @ weights - value)[present]
-        assert slack.min() >= -KKT_TOL, (method, slack.min())
-        reference = _simplex_minimum(
-            lambda w, g: w @ g @ w, unit, present, gradient=lambda w, g: 2.0 * g @ w
-        )
-        assert value <= reference * (1.0 + RTOL) + ATOL, (method, value, reference)
-        if kind == "zero":  # the zero gradient is the min-norm point: MGDA stops
-            assert value <= ATOL
+        _check_min_norm(weights, unit, present, kind, method)
+
+
+def _check_min_norm(weights, unit, present, kind, method):
+    """Feasibility, the float64 KKT certificate and SciPy's optimum for MGDA's point."""
+    _check_on_simplex(weights, present)
+    value = weights @ unit @ weights
+    # KKT (Sener & Koltun's optimality condition): <g_j, d> >= ||d||^2 for
+    # every present task j, d = sum_k a_k g_k, i.e. no vertex is a better direction.
+    slack = (unit @ weights - value)[present]
+    assert slack.min() >= -KKT_TOL, (method, slack.min())
+    reference = _simplex_minimum(
+        lambda w, g: w @ g @ w, unit, present, gradient=lambda w, g: 2.0 * g @ w
+    )
+    assert value <= reference * (1.0 + RTOL) + ATOL, (method, value, reference)
+    if kind == "zero":  # the zero gradient is the min-norm point: MGDA stops
+        assert value <= ATOL
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_tasks", NUM_TASKS)
 def test_conflict_averse_dual_is_exact(num_tasks, kind):
-    c = 0.4
     gram, unit, present = _problem(num_tasks, kind)
+    for method in _methods(num_tasks):
+        solve = _compiled(
+            lambda g, m: solvers.conflict_averse_dual(g, CAGRAD_C, mask=m, method=method)
+        )
+        weights, normalized = solve(gram.astype("float32"), present)
+        np.testing.assert_allclose(_float64(normalized), unit, rtol=1e-6, atol=1e-7)
+        _check_conflict_averse(_float64(weights), unit, present, method)
+
+
+CAGRAD_C = 0.4
+
+
+def _check_conflict_averse(weights, unit, present, method):
+    """Feasibility, SciPy's optimum and strong duality for CAGrad's dual weights."""
     mean = present / present.sum()
-    radius = c * np.sqrt(mean @ unit @ mean)
+    radius = CAGRAD_C * np.sqrt(mean @ unit @ mean)
     index = np.flatnonzero(present)
     sub_mean = mean[index]
 
@@ -158,24 +176,66 @@ def test_conflict_averse_dual_is_exact(num_tasks, kind):
         return g @ sub_mean + radius * g @ w / max(np.sqrt(max(w @ g @ w, 0.0)), 1e-12)
 
     reference = _simplex_minimum(dual, unit, present, gradient=dual_gradient)
-    for method in _methods(num_tasks):
-        solve = _compiled(lambda g, m: solvers.conflict_averse_dual(g, c, mask=m, method=method))
-        weights, normalized = solve(gram.astype("float32"), present)
-        weights = _float64(weights)
-        np.testing.assert_allclose(_float64(normalized), unit, rtol=1e-6, atol=1e-7)
-        _check_on_simplex(weights, present)
-        value = dual(weights[index], unit[np.ix_(index, index)])
-        assert value <= reference + RTOL * abs(reference) + ATOL, (method, value, reference)
-        # Strong duality (Liu et al. 2021): with d = g0 + radius g_w / ||g_w||, the
-        # worst task's rate min_i <g_i, d> equals the dual optimum F(w*) (the KKT
-        # multipliers); d's direction g_w / ||g_w|| amplifies float32 errors by
-        # radius / ||g_w||.
-        norm = np.sqrt(weights @ unit @ weights)
-        if norm > 1e-3:
-            direction = mean + radius * weights / norm
-            worst = (unit @ direction)[present].min()
-            tolerance = KKT_TOL * (1.0 + radius / norm)
-            assert abs(worst - value) <= tolerance, (method, worst, value, radius / norm)
+    _check_on_simplex(weights, present)
+    value = dual(weights[index], unit[np.ix_(index, index)])
+    assert value <= reference + RTOL * abs(reference) + ATOL, (method, value, reference)
+    # Strong duality (Liu et al. 2021): with d = g0 + radius g_w / ||g_w||, the
+    # worst task's rate min_i <g_i, d> equals the dual optimum F(w*) (the KKT
+    # multipliers); d's direction g_w / ||g_w|| amplifies float32 errors by
+    # radius / ||g_w||.
+    norm = np.sqrt(weights @ unit @ weights)
+    if norm > 1e-3:
+        direction = mean + radius * weights / norm
+        worst = (unit @ direction)[present].min()
+        tolerance = KKT_TOL * (1.0 + radius / norm)
+        assert abs(worst - value) <= tolerance, (method, worst, value, radius / norm)
+
+
+@pytest.mark.parametrize("kind", ["conflict", "rank_deficient", "absent"])
+@pytest.mark.parametrize("problem", ["min_norm", "conflict_averse"])
+def test_simplex_primal_fallback_is_exact(problem, kind, monkeypatch):
+    """MGDA's and CAGrad's problems end exact when the primal-dual method hands over at once.
+
+    The primal-dual method certifies most problems itself (the tests above);
+    with no patience a problem not certified at its first step goes on with
+    Wolfe's primal method from the best feasible point seen, which is the path
+    of a problem that cycles. The result equals the primal method's alone (its
+    value, where the optimum is not unique).
+    """
+    monkeypatch.setattr(solvers, "_PRIMAL_DUAL_PATIENCE", -1)
+    num_tasks = 20
+    gram, unit, present = _problem(num_tasks, kind)
+    if problem == "min_norm":
+        solve = _compiled(lambda g, m: solvers.min_norm_point(g, mask=m, method="active_set"))
+        weights = _float64(solve(gram.astype("float32"), present))
+        _check_min_norm(weights, unit, present, kind, "active_set")
+        primal = _compiled(
+            lambda g, m: solvers._min_norm_active_set(
+                solvers.normalize_gram(g), 1000, m, primal_dual=False
+            )
+        )
+    else:
+        solve = _compiled(
+            lambda g, m: solvers.conflict_averse_dual(g, CAGRAD_C, mask=m, method="active_set")[0]
+        )
+        weights = _float64(solve(gram.astype("float32"), present))
+        _check_conflict_averse(weights, unit, present, "active_set")
+
+        def primal(g, m):
+            g = solvers.normalize_gram(g)
+            mean = keras.ops.cast(m, "float32") / keras.ops.sum(keras.ops.cast(m, "float32"))
+            mean_term = keras.ops.matmul(g, mean)
+            radius = CAGRAD_C * keras.ops.sqrt(keras.ops.sum(mean_term * mean))
+            return solvers._conflict_averse_active_set(
+                g, mean_term, radius, 1000, m, primal_dual=False
+            )
+
+        primal = _compiled(primal)
+    reference = _float64(primal(gram.astype("float32"), present))
+    if kind == "rank_deficient":  # a face of optima (0 is in the hull): the same value
+        assert abs(weights @ unit @ weights - reference @ unit @ reference) <= ATOL
+    else:  # full rank: one optimum
+        np.testing.assert_allclose(weights, reference, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", KINDS)

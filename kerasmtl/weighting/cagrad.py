@@ -34,8 +34,8 @@ class CAGrad(Weighting):
     Deviations: LibMTL solves the dual with SciPy's SLSQP on the host; here it
     is solved in the graph, exactly, with the closed form of the minimiser on
     each support of `w` (see `kerasmtl.weighting.solvers.conflict_averse_dual`):
-    every support is enumerated for up to 5 tasks, and a primal active-set
-    method visits a few of them beyond. When
+    every support is enumerated for up to 5 tasks, and a primal-dual
+    active-set method (with a primal fallback) visits a few of them beyond. When
     the optimal `g_w` is numerically zero (`||g_w||^2 < 1e-8 max_k ||g_k||^2`,
     e.g. a task with a zero gradient at the optimum), every `d` in the ball that
     does not hurt any task is optimal and the direction `g_w / ||g_w||` is

@@ -35,7 +35,8 @@ class MGDA(Weighting):
     Deviations: LibMTL (and the paper) run Frank-Wolfe iterations, which
     converge slowly on ill-conditioned `G`; here the min-norm problem is solved
     exactly in the graph, by enumerating the active sets (supports) for up to 5
-    tasks and by Wolfe's active-set min-norm-point algorithm beyond (see
+    tasks and by a primal-dual active-set method beyond, which falls back on
+    Wolfe's min-norm-point algorithm (see
     `kerasmtl.weighting.solvers.min_norm_point`).
 
     Absent tasks (no labelled sample in the batch, or a non-finite loss): the

@@ -40,10 +40,12 @@ float32 rounding and a `~1e-6` relative ridge), at every `K`:
   the free set per step, in an `ops.while_loop` that stops at the KKT point
   (a static `num_iterations` only bounds it). It takes about twice the size of
   the optimal support in steps (measured: ~20 steps at K = 20, ~35 at K = 40).
-  `lower_bounded_qp` (UPGrad's K problems) first runs a primal-dual active-set
-  method, which moves many constraints per step and certifies most problems
-  in a handful of steps, and hands a problem that cycles to the primal method
-  (see `_lower_bounded_active_set`).
+  Every problem first runs a primal-dual active-set method, which moves many
+  constraints per step and certifies most problems in a handful of steps, and
+  hands a problem that cycles to the primal method, from the best feasible
+  point it has seen (`_primal_dual_simplex` for MGDA's and CAGrad's simplex,
+  `_lower_bounded_active_set` for UPGrad's K problems). The result is the
+  primal method's: both stop only at its optimality test.
 
 The linear systems are solved after a Jacobi scaling (unit diagonal) with a
 tiny ridge `SUPPORT_RIDGE * I`, which keeps every system positive definite
@@ -343,6 +345,96 @@ def _active_set_simplex(allowed, start, target, gradient, max_iterations):
     return x
 
 
+def _primal_dual_simplex(allowed, start, target, gradient, objective, max_iterations):
+    """Minimises a convex `F` on the simplex of the `allowed` tasks: primal-dual first.
+
+    The same problem, subproblem (`target`) and optimality test as
+    `_active_set_simplex`, solved first by the primal-dual active-set strategy
+    (Hintermueller, Ito & Kunisch, SIAM J. Optim. 2002; block principal
+    pivoting, Kim & Park, SIAM J. Sci. Comput. 2011), as `lower_bounded_qp`
+    does for its bounds: with `S` the free set, `y = target(S)` (0 off `S`,
+    summing to 1); the next free set drops the entries of `S` where `y < 0` and
+    takes in the bound entries whose KKT multiplier `d_j F(y) - y^T grad F(y)`
+    is negative beyond the float32 tolerance. Any number of tasks enter or
+    leave per step, where the primal method moves one at a time (about twice
+    the optimal support's size in steps). It ends when no entry violates these
+    tests: `y` is then feasible and satisfies the primal method's optimality
+    test, so both methods return the same point.
+
+    The primal-dual strategy can cycle (its convergence is proved for
+    M-matrices only), and on CAGrad's subproblem the affine minimiser may not
+    exist: when the number of violations has not decreased for
+    `_PRIMAL_DUAL_PATIENCE` steps, or `target` reports an unbounded direction,
+    the primal method (`_active_set_simplex`, finite) goes on from the feasible
+    point of lowest `objective` seen (a clipped and renormalised `y`, or
+    `start`). `max_iterations` bounds each method's steps.
+
+    Args:
+        allowed, start, target, gradient, max_iterations: as in `_active_set_simplex`.
+        objective: `x -> F(x)` for a `(K,)` feasible point.
+    """
+    num = start.shape[-1]
+
+    def body(iteration, free, best, best_value, fewest, patience, _certified, _switch):
+        y, unbounded = target(free)
+        grad, noise = gradient(y)
+        multipliers = grad - ops.sum(y * grad)
+        is_free = free > 0.0
+        violated = ops.where(
+            is_free,
+            y < 0.0,
+            ops.logical_and(allowed, multipliers + noise < 0.0),
+        )
+        count = ops.sum(ops.cast(violated, "int32"))
+        certified = ops.logical_and(ops.logical_not(unbounded), count == 0)
+        clipped = ops.maximum(y, 0.0) * free
+        total = ops.sum(clipped)
+        feasible = ops.logical_and(ops.logical_not(unbounded), total > _TINY)
+        clipped = clipped / ops.maximum(total, _TINY)
+        value = objective(clipped)
+        better = ops.logical_and(feasible, value < best_value)
+        best = ops.where(certified, y, ops.where(better, clipped, best))
+        best_value = ops.where(better, value, best_value)
+        patience = ops.where(count < fewest, _PRIMAL_DUAL_PATIENCE, patience - 1)
+        fewest = ops.minimum(count, fewest)
+        switch = ops.logical_and(
+            ops.logical_not(certified), ops.logical_or(unbounded, patience < 0)
+        )
+        free_next = ops.where(violated, 1.0 - free, free)
+        return iteration + 1, free_next, best, best_value, fewest, patience, certified, switch
+
+    def running(iteration, *state):
+        certified, switch = state[-2], state[-1]
+        return ops.logical_and(
+            iteration < max_iterations,
+            ops.logical_not(ops.logical_or(certified, switch)),
+        )
+
+    # Start at the vertex with every bound task of negative multiplier released.
+    grad, noise = gradient(start)
+    multipliers = grad - ops.sum(start * grad)
+    free = ops.cast(
+        ops.logical_or(start > 0.0, ops.logical_and(allowed, multipliers + noise < 0.0)),
+        "float32",
+    )
+    state = (
+        ops.zeros((), "int32"),
+        free,
+        start,
+        objective(start),
+        ops.convert_to_tensor(num + 1, "int32"),
+        ops.convert_to_tensor(_PRIMAL_DUAL_PATIENCE, "int32"),
+        ops.zeros((), "bool"),
+        ops.zeros((), "bool"),
+    )
+    _, _, best, _, _, _, certified, _ = ops.while_loop(running, body, state)
+    return ops.cond(
+        certified,
+        lambda: best,
+        lambda: _active_set_simplex(allowed, best, target, gradient, max_iterations),
+    )
+
+
 def _cheapest_vertex(diagonal, mask):
     """The vertex `e_k` of the (present tasks') simplex with the smallest `G[k, k]`."""
     num = diagonal.shape[-1]
@@ -361,7 +453,7 @@ def _kkt_noise(ridged, weights, extra=0.0):
     return _KKT_RTOL * scale * (ops.sum(ops.abs(weights) * scale, axis=-1, keepdims=True) + extra)
 
 
-def _min_norm_active_set(gram, max_iterations, mask):
+def _min_norm_active_set(gram, max_iterations, mask, primal_dual=True):
     inv_scale, ridged_unit, ridged = _working_matrices(gram)
 
     def target(free):
@@ -374,8 +466,11 @@ def _min_norm_active_set(gram, max_iterations, mask):
         return ops.matmul(ridged, x), _kkt_noise(ridged, x)
 
     start = _cheapest_vertex(ops.diagonal(gram), mask)
-    return _active_set_simplex(
-        _allowed_tasks(gram.shape[-1], mask), start, target, gradient, max_iterations
+    allowed = _allowed_tasks(gram.shape[-1], mask)
+    if not primal_dual:
+        return _active_set_simplex(allowed, start, target, gradient, max_iterations)
+    return _primal_dual_simplex(
+        allowed, start, target, gradient, lambda x: _quadratic_forms(x, ridged), max_iterations
     )
 
 
@@ -527,7 +622,7 @@ def _lower_bounded_active_set(gram, lower, max_iterations):
     return state[0]
 
 
-def _conflict_averse_active_set(gram, mean_term, radius, max_iterations, mask):
+def _conflict_averse_active_set(gram, mean_term, radius, max_iterations, mask, primal_dual=True):
     inv_scale, ridged_unit, ridged = _working_matrices(gram)
     radius_squared = radius * radius
 
@@ -558,10 +653,15 @@ def _conflict_averse_active_set(gram, mean_term, radius, max_iterations, mask):
         noise = _kkt_noise(ridged, w) * (radius / norm)
         return grad, noise + _KKT_RTOL * mean_scale
 
+    def objective(w):
+        norm = ops.sqrt(ops.maximum(ops.sum(ops.matmul(ridged, w) * w), 0.0))
+        return ops.sum(mean_term * w) + radius * norm
+
     start = _cheapest_vertex(mean_term, mask)
-    return _active_set_simplex(
-        _allowed_tasks(gram.shape[-1], mask), start, target, gradient, max_iterations
-    )
+    allowed = _allowed_tasks(gram.shape[-1], mask)
+    if not primal_dual:
+        return _active_set_simplex(allowed, start, target, gradient, max_iterations)
+    return _primal_dual_simplex(allowed, start, target, gradient, objective, max_iterations)
 
 
 # --------------------------------------------------------------------------- #
@@ -584,8 +684,9 @@ def min_norm_point(gram, num_iterations=1000, mask=None, method="auto"):
 
     The point `sum_k a_k g_k` is the point of minimum norm of the convex hull of
     the task gradients (Sener & Koltun, NeurIPS 2018). Solved exactly: by
-    support enumeration for `K <= ENUMERATION_UP_TO` (`method="auto"`), by
-    Wolfe's active-set method beyond (see `_active_set_simplex`).
+    support enumeration for `K <= ENUMERATION_UP_TO` (`method="auto"`), by a
+    primal-dual active-set method beyond, with Wolfe's primal method as its
+    fallback (see `_primal_dual_simplex` and `_active_set_simplex`).
 
     Args:
         gram: `(K, K)` Gram matrix of the task gradients (any positive scale).
@@ -718,8 +819,8 @@ def conflict_averse_dual(gram, c, num_iterations=2000, mask=None, method="auto")
     `K <= ENUMERATION_UP_TO` (`method="auto"`) every support is solved so and the
     best feasible point kept (the min-norm points `w0` are candidates too, for
     the degenerate optimum `g_w = 0`); beyond, the same closed form is the
-    subproblem of a primal active-set method (`_active_set_simplex`). Both are
-    exact.
+    subproblem of a primal-dual active-set method with a primal fallback
+    (`_primal_dual_simplex`, `_active_set_simplex`). Both are exact.
 
     Args:
         gram: `(K, K)` Gram matrix.
