@@ -8,7 +8,10 @@ process, with `jax.block_until_ready`:
   weighting differentiates);
 - `forward + K pullbacks (<method>)`: the K task gradients of one forward pass by
   each route of `kerasmtl.trainers.jax_task_gradients.task_vjps` (`loop`, `map`,
-  `map/b` = `jax.lax.map(..., batch_size=b)`, `vmap`);
+  `map/b` = `jax.lax.map(..., batch_size=b)`, `vmap`), and `split`: the forward
+  pass in one jit that returns its `jax.vjp` pullback (residuals included), and
+  the pullback in a second jit called K times (compiled once, where `loop`
+  compiles K backward passes into one program);
 - `gram + mgda + combination`: the Gram matrix of the (K, P) gradient matrix, MGDA's
   coefficients and the combined gradient;
 - `adam update`: the optimizer's `stateless_apply`.
@@ -19,9 +22,14 @@ and its ratio to `forward + 1 backward`, both in wall and in CPU time
 (`time.process_time`, all threads). `--max-pooling reshape` replaces the trunk's
 `MaxPooling2D` by the same pooling as a reshape and a max (same outputs, a cheaper
 gradient on JAX's CPU backend) to see how much of the step the pooling gradient is.
+`--trunk mobilenet` times instead the first-epoch case of `backend_step_time.py`
+(`MobileNetV3Small(input_shape=(96, 96, 3), weights=None)` trunk, 2 tasks, batch 16;
+`--tasks` is ignored): its "first call s" column is the compile time that case
+pays on top of plain Keras's one backward pass.
 
     python jax_parameter_route_time.py --tasks 2 5
     python jax_parameter_route_time.py --tasks 5 --methods loop --max-pooling reshape
+    python jax_parameter_route_time.py --trunk mobilenet --methods loop split
 """
 
 import argparse
@@ -55,7 +63,29 @@ def _reshape_max_pooling(keras):
     return ReshapeMaxPooling2D
 
 
-def _functions(num_tasks, methods, max_pooling="keras"):
+def _mobilenet_case():
+    """The first-epoch case of `backend_step_time.py`: data, labels and the compiled model."""
+    import keras
+    import numpy as np
+
+    from kerasmtl import Task, hard_sharing
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(16, 96, 96, 3)).astype("float32")
+    y = {"label": rng.integers(0, 10, size=16), "box": rng.normal(size=(16, 4)).astype("float32")}
+    trunk = keras.applications.MobileNetV3Small(
+        input_shape=(96, 96, 3), weights=None, include_top=False, pooling="avg"
+    )
+    label_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = hard_sharing(
+        {"image": (96, 96, 3)},
+        trunk,
+        [Task("label", head=10, loss=label_loss), Task("box", head=4, loss="mse")],
+    )
+    return x, y, model
+
+
+def _functions(num_tasks, methods, max_pooling="keras", trunk="standard"):
     import jax
     import jax.numpy as jnp
     import keras
@@ -67,8 +97,12 @@ def _functions(num_tasks, methods, max_pooling="keras"):
     from kerasmtl.trainers import gradient_math as gm
     from kerasmtl.trainers.jax_task_gradients import task_vjps
 
-    x, y = workload.data(num_tasks, workload.BATCH_SIZE)
-    model = workload.multi_task_model(num_tasks)
+    if trunk == "mobilenet":
+        x, y, model = _mobilenet_case()
+        num_tasks = len(y)
+    else:
+        x, y = workload.data(num_tasks, workload.BATCH_SIZE)
+        model = workload.multi_task_model(num_tasks)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting="mgda")
     model.optimizer.build(model.trainable_variables)
     trainable = [v.value for v in model.trainable_variables]
@@ -88,7 +122,29 @@ def _functions(num_tasks, methods, max_pooling="keras"):
     def one_backward(values):
         return jax.grad(lambda v: jnp.sum(loss_vector(v)))(values)
 
+    def split_pullbacks():
+        """The forward pass and the pullback in two jits; the pullback compiled once."""
+
+        @jax.jit
+        def forward_with_pullback(values):
+            return jax.vjp(loss_vector, values)
+
+        @jax.jit
+        def pull(pullback, cotangent):
+            return pullback(cotangent)[0]
+
+        def run(values):
+            _, pullback = forward_with_pullback(values)
+            rows = [pull(pullback, cotangent) for cotangent in jnp.eye(num_tasks)]
+            return [jnp.stack(blocks) for blocks in zip(*rows)]
+
+        run.jitted = True  # already jitted in pieces: not wrapped in one more jit
+        return run
+
     def k_pullbacks(method, batch_size=None):
+        if method == "split":
+            return split_pullbacks()
+
         def run(values):
             _, pullback = jax.vjp(loss_vector, values)
             cotangents = jnp.eye(num_tasks)
@@ -136,7 +192,7 @@ def _functions(num_tasks, methods, max_pooling="keras"):
         )
     table["gram + mgda + combination"] = (gram_and_mgda(), (matrix,))
     table["adam update"] = (adam, (optimizer_variables, trainable))
-    return table
+    return table, num_tasks
 
 
 def main():
@@ -151,6 +207,12 @@ def main():
         default="keras",
         help="the trunk's max pooling: Keras's layer, or the same as a reshape and a max",
     )
+    parser.add_argument(
+        "--trunk",
+        choices=["standard", "mobilenet"],
+        default="standard",
+        help="the standard workload, or the first-epoch case's MobileNetV3Small (2 tasks)",
+    )
     args = parser.parse_args()
 
     import jax
@@ -158,12 +220,12 @@ def main():
     with open("/proc/loadavg") as handle:
         print(f"load average before: {handle.read().split()[:3]}", file=sys.stderr)
     rows = []
-    for num_tasks in args.tasks:
-        table = _functions(num_tasks, args.methods, args.max_pooling)
+    for num_tasks in args.tasks[:1] if args.trunk == "mobilenet" else args.tasks:
+        table, num_tasks = _functions(num_tasks, args.methods, args.max_pooling, args.trunk)
         compiled, compile_s, compile_cpu_s = {}, {}, {}
         for name, (function, inputs) in table.items():
             wall, cpu = time.perf_counter(), time.process_time()
-            compiled[name] = jax.jit(function)
+            compiled[name] = function if getattr(function, "jitted", False) else jax.jit(function)
             jax.block_until_ready(compiled[name](*inputs))
             compile_s[name] = time.perf_counter() - wall
             compile_cpu_s[name] = time.process_time() - cpu

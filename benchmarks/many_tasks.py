@@ -81,15 +81,21 @@ def _training_grams(np, model, x, y, steps, batch_size=64):
     """Gram matrices and losses of `steps` consecutive training steps (before each step)."""
     from kerasmtl.testing.gradients import value_and_gradients
 
-    variables = [model.trainable_variables[i] for i in model.shared_variable_indices]
+    shared = model.shared_variable_indices
+    variables = [model.trainable_variables[i] for i in shared]
     names = model.task_names
+    jacobian = _jax_jacobian(model) if _is_jax() else None
     recorded = []
     for step in range(steps):
         start = (step * batch_size) % (len(x) - batch_size + 1)
         x_batch = x[start : start + batch_size]
         y_batch = {name: y[name][start : start + batch_size] for name in names}
         rows, losses = [], []
-        for k in range(len(names)):
+        if jacobian is not None:  # one compiled Jacobian instead of K eager gradients
+            losses, blocks = jacobian(x_batch, y_batch)
+            rows = np.concatenate([np.reshape(blocks[i], (len(names), -1)) for i in shared], 1)
+            losses = np.asarray(losses)
+        for k in range(0 if jacobian is not None else len(names)):
 
             def task_loss(inputs, k=k):
                 values, _ = model.compute_task_loss_list(y_batch, model(inputs, training=True))
@@ -98,10 +104,42 @@ def _training_grams(np, model, x, y, steps, batch_size=64):
             loss, _, _, gradients = value_and_gradients(task_loss, x_batch, variables)
             rows.append(np.concatenate([g.ravel() for g in gradients]))
             losses.append(float(loss))
-        rows = np.stack(rows).astype("float64")
+        rows = np.asarray(rows, "float64")
         recorded.append(((rows @ rows.T).astype("float32"), np.asarray(losses, "float32")))
         model.train_on_batch(x_batch, y_batch)
     return recorded
+
+
+def _is_jax():
+    import keras
+
+    return keras.backend.backend() == "jax"
+
+
+def _jax_jacobian(model):
+    """`(x, y) -> (losses, [d losses / d v])` for the trainable variables, jitted (JAX)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    def losses_of(trainable, non_trainable, x, y):
+        y_pred, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+        losses, _ = model.compute_task_loss_list(y, y_pred)
+        return jnp.stack(losses)
+
+    @jax.jit
+    def jacobian(trainable, non_trainable, x, y):
+        return losses_of(trainable, non_trainable, x, y), jax.jacrev(losses_of)(
+            trainable, non_trainable, x, y
+        )
+
+    def call(x, y):
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        losses, blocks = jacobian(trainable, non_trainable, x, y)
+        return np.asarray(losses), [np.asarray(b) for b in blocks]
+
+    return call
 
 
 def _solver_ms(keras, kerasmtl, np, name, grams, calls):

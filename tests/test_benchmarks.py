@@ -163,3 +163,20 @@ def test_scaling_prints_routes_memory_and_a_plot(run_python, tmp_path):
     for row in memory:
         assert float(row[6]) >= float(row[5]) > 0.0, output
     assert plot.stat().st_size > 0
+
+
+def test_jax_parameter_route_time_prints_each_route(run_python):
+    output = run_python(
+        "jax_parameter_route_time.py",
+        *("--tasks", "2", "--methods", "loop", "split", "--calls", "1", "--repeats", "1"),
+        cwd=os.path.join(ROOT, "benchmarks"),
+    )
+    rows = {row[1]: row for row in _table_rows(output, "2")}
+    assert set(rows) >= {
+        "forward + 1 backward",
+        "forward + K pullbacks (loop)",
+        "forward + K pullbacks (split)",
+    }, output
+    assert rows["forward + 1 backward"][3] == "1.00", output
+    for row in rows.values():  # ms per call and the first call's seconds
+        assert float(row[2]) > 0.0 and float(row[6]) > 0.0, output
