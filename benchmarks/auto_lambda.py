@@ -20,6 +20,8 @@ the weight of each task after the first epoch, halfway and at the end (mean and
 """
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 
@@ -29,6 +31,9 @@ import numpy as np
 import kerasmtl
 from kerasmtl import Task
 from kerasmtl.weighting import AutoLambda, Equal, Fixed
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from intervals import interval_cell  # noqa: E402
 
 TASKS = ("species", "sex", "body_mass")
 CONFIGS = ("single", "equal", "autol_aux", "autol_all")
@@ -134,20 +139,8 @@ def run(config, seed, data, args):
     return result
 
 
-def confidence_interval(values):
-    """Mean and half-width of the 95% confidence interval (Student t)."""
-    values = np.asarray(values, dtype="float64")
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean()), float(half)
-
-
 def cell(values, digits=3):
-    mean, half = confidence_interval(values)
-    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+    return interval_cell(values, digits)
 
 
 def main():

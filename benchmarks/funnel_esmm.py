@@ -56,6 +56,7 @@ Usage:
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -68,6 +69,9 @@ from kerasmtl.layers import Expert  # noqa: E402
 from kerasmtl.models.aitm import AITM  # noqa: E402
 from kerasmtl.models.esmm import ESMM  # noqa: E402
 from kerasmtl.models.tabular_inputs import build_inputs  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from intervals import interval_cell  # noqa: E402
 
 MODELS = ("naive", "esmm", "aitm")
 
@@ -90,17 +94,6 @@ def auc(labels, scores):
         return float("nan")
     return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (
         positives * negatives))
-
-
-def confidence_interval(values):
-    """Mean and half-width of the 95% confidence interval (Student t)."""
-    values = np.asarray(values, dtype="float64")
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean()), float(half)
 
 
 def naive_model(features, args):
@@ -220,8 +213,7 @@ def main():
               f"({time.perf_counter() - start:.0f}s)", flush=True)
 
     def cell(values, digits=3):
-        mean, half = confidence_interval(values)
-        return f"{mean:.{digits}f} +- {half:.{digits}f}"
+        return interval_cell(values, digits, separator="+-")
 
     print()
     print(f"CVR on held-out impressions, mean +- 95% CI over {len(args.seeds)} seeds "

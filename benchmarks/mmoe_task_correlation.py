@@ -61,11 +61,13 @@ import time
 
 import keras
 import numpy as np
-from scipy import stats
 
 from kerasmtl import Task, models
 from kerasmtl.data.synthetic import mmoe_synthetic
 from kerasmtl.layers import Expert, ExpertMixture, ExpertStack, Gate
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from intervals import interval_cell  # noqa: E402
 
 TASKS = ("task_1", "task_2")
 MODELS = ("shared_bottom", "omoe", "mmoe", "ple")
@@ -349,23 +351,12 @@ def load(paths):
 # === Statistics and tables ===
 
 
-def interval(values):
-    """Mean and half-width of the 95% Student-t interval (nan for fewer than 2 values)."""
-    values = np.asarray(values, dtype="float64")
-    if len(values) < 2:
-        return float(np.mean(values)), float("nan")
-    half_width = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean()), float(half_width)
-
-
 def _cell(values, digits=4):
-    mean, half_width = interval(values)
-    return f"{mean:.{digits}f} ± {half_width:.{digits}f}"
+    return interval_cell(values, digits)
 
 
 def _signed(values, digits=4):
-    mean, half_width = interval(values)
-    return f"{mean:+.{digits}f} ± {half_width:.{digits}f}"
+    return interval_cell(values, digits, sign="+")
 
 
 def complete(records):
