@@ -17,6 +17,22 @@ SPLITS = ("train", "test")
 # The source split is fixed once and for all: changing it would change every
 # record of every config, which needs a new builder VERSION.
 _SOURCE_SPLIT_SEED = 20170926
+#: The papers behind every digit-pair builder (MultiMNIST and its use for MTL); each
+#: builder adds the citation of its source digits.
+MULTI_MNIST_CITATION = """\
+@inproceedings{sabour2017dynamic,
+  title={Dynamic Routing Between Capsules},
+  author={Sabour, Sara and Frosst, Nicholas and Hinton, Geoffrey E.},
+  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},
+  year={2017}
+}
+@inproceedings{sener2018multi,
+  title={Multi-Task Learning as Multi-Objective Optimization},
+  author={Sener, Ozan and Koltun, Vladlen},
+  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},
+  year={2018}
+}
+"""
 _TRAIN_SOURCE_FRACTION = 0.8
 # Offsets that make the per-split pair streams independent of each other.
 _SPLIT_STREAM = {"train": 0, "test": 1}

@@ -19,19 +19,7 @@ import numpy as np
 
 from kerasmtl.data import digit_pairs
 
-_CITATION = """\
-@inproceedings{sabour2017dynamic,
-  title={Dynamic Routing Between Capsules},
-  author={Sabour, Sara and Frosst, Nicholas and Hinton, Geoffrey E.},
-  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},
-  year={2017}
-}
-@inproceedings{sener2018multi,
-  title={Multi-Task Learning as Multi-Objective Optimization},
-  author={Sener, Ozan and Koltun, Vladlen},
-  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},
-  year={2018}
-}
+_CITATION = digit_pairs.MULTI_MNIST_CITATION + """\
 @misc{alpaydin1998optdigits,
   title={Optical Recognition of Handwritten Digits},
   author={Alpaydin, E. and Kaynak, C.},

@@ -31,7 +31,7 @@ except ImportError as error:
 
 import numpy as np
 
-from kerasmtl.data.digit_pairs import check_split, overlay_pairs
+from kerasmtl.data.digit_pairs import MULTI_MNIST_CITATION, check_split, overlay_pairs
 
 DIGIT_SIZE = 28
 NUM_CLASSES = 10
@@ -40,19 +40,7 @@ SOURCE_ENV = "KERASMTL_MNIST_PKL"
 _WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 _PACKAGE = "mnist"
 
-_CITATION = """\
-@inproceedings{sabour2017dynamic,
-  title={Dynamic Routing Between Capsules},
-  author={Sabour, Sara and Frosst, Nicholas and Hinton, Geoffrey E.},
-  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},
-  year={2017}
-}
-@inproceedings{sener2018multi,
-  title={Multi-Task Learning as Multi-Objective Optimization},
-  author={Sener, Ozan and Koltun, Vladlen},
-  booktitle={Advances in Neural Information Processing Systems (NeurIPS)},
-  year={2018}
-}
+_CITATION = MULTI_MNIST_CITATION + """\
 @article{lecun1998gradient,
   title={Gradient-Based Learning Applied to Document Recognition},
   author={LeCun, Yann and Bottou, L{\\'e}on and Bengio, Yoshua and Haffner, Patrick},
