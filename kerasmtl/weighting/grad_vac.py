@@ -105,35 +105,51 @@ class GradVac(Weighting):
         norms = ops.sqrt(sq_norms)
         nonzero = ops.logical_and(gram_utils.nonzero_mask(sq_norms), present)
         zero_floor = gram_utils.ZERO_NORM_RTOL * ops.max(norms)
-        targets = ops.convert_to_tensor(self.similarity_targets)
+        old_targets = ops.convert_to_tensor(self.similarity_targets)
         orders = gram_utils.other_task_orders(num_tasks, self.shuffle, self.seed_generator)
         coefficients = ops.eye(num_tasks, dtype="float32")
+        changes = ops.zeros_like(old_targets)
+        if num_tasks > 1:
+            # Everything the positions read, gathered once and split by position (fewer
+            # ops per position: the loop is unrolled, and runs eagerly on torch). Each
+            # pair (i, j) is visited once per step, so the target task i reads for j is
+            # the one at the start of the step; the updates are added at the end.
+            by_position = (1, 0, 2)
+            selectors = ops.unstack(
+                ops.transpose(ops.one_hot(orders, num_tasks, dtype="float32"), by_position)
+            )
+            other_rows = ops.unstack(ops.transpose(ops.take(gram, orders, axis=0), by_position))
+            other_norms = ops.unstack(ops.transpose(ops.take(norms, orders)))
+            other_nonzero = ops.unstack(ops.transpose(ops.take(nonzero, orders)))
+            start_targets = ops.transpose(ops.take_along_axis(old_targets, orders, axis=1))
+            clipped_targets = ops.clip(start_targets, -_MAX_TARGET, _MAX_TARGET)
+            target_sines = ops.sqrt(1.0 - clipped_targets * clipped_targets)
+            start_targets = ops.unstack(start_targets)
+            clipped_targets = ops.unstack(clipped_targets)
+            target_sines = ops.unstack(target_sines)
         for position in range(num_tasks - 1):
-            others = orders[:, position]
-            selector = ops.one_hot(others, num_tasks, dtype="float32")
-            other_rows = ops.take(gram, others, axis=0)
-            inner = ops.sum(coefficients * other_rows, axis=1)
+            selector = selectors[position]
+            inner = ops.sum(coefficients * other_rows[position], axis=1)
             current_norms = ops.sqrt(
                 ops.maximum(ops.sum(ops.matmul(coefficients, gram) * coefficients, axis=1), 0.0)
             )
-            other_norms = ops.take(norms, others)
-            active = ops.take(nonzero, others) & nonzero & (current_norms > zero_floor)
-            cosine = gram_utils.safe_divide(inner, current_norms * other_norms, active)
+            other_norm = other_norms[position]
+            active = other_nonzero[position] & nonzero & (current_norms > zero_floor)
+            cosine = gram_utils.safe_divide(inner, current_norms * other_norm, active)
             cosine = ops.clip(cosine, -1.0, 1.0)
-            target = ops.sum(targets * selector, axis=1)
-            clipped = ops.clip(target, -_MAX_TARGET, _MAX_TARGET)
+            target = start_targets[position]
+            clipped = clipped_targets[position]
             correct = active & (cosine < clipped)
-            target_sine = ops.sqrt(1.0 - clipped * clipped)
+            target_sine = target_sines[position]
             numerator = current_norms * (
                 clipped * ops.sqrt(ops.maximum(1.0 - cosine * cosine, 0.0)) - cosine * target_sine
             )
-            step = gram_utils.safe_divide(numerator, other_norms * target_sine, correct)
+            step = gram_utils.safe_divide(numerator, other_norm * target_sine, correct)
             coefficients = coefficients + step[:, None] * selector
             updated = (1.0 - self.beta) * target + self.beta * cosine
-            change = ops.where(active, updated - target, 0.0)
-            targets = targets + change[:, None] * selector
+            changes = changes + ops.where(active, updated - target, 0.0)[:, None] * selector
+        targets = old_targets + changes
         # A non-finite Gram matrix (a diverged step) must not poison the targets.
-        old_targets = ops.convert_to_tensor(self.similarity_targets)
         self.similarity_targets.assign(ops.where(finite, targets, old_targets))
         return ops.where(present, ops.sum(coefficients, axis=0), 0.0)
 

@@ -100,17 +100,23 @@ class PCGrad(Weighting):
         nonzero = ops.logical_and(gram_utils.nonzero_mask(sq_norms), present)
         orders = gram_utils.other_task_orders(num_tasks, self.shuffle, self.seed_generator)
         coefficients = ops.eye(num_tasks, dtype="float32")
+        if num_tasks > 1:
+            # Everything the positions read, gathered once and split by position
+            # (fewer ops per position: the loop is unrolled, and runs eagerly on torch).
+            by_position = (1, 0, 2)
+            # [p][i] = G[orders[i, p], :], so sum_m C[i, m] G[j_i, m] = <g'_i, g_{j_i}>.
+            other_rows = ops.unstack(ops.transpose(ops.take(gram, orders, axis=0), by_position))
+            unit_rows = ops.unstack(
+                ops.transpose(ops.one_hot(orders, num_tasks, dtype="float32"), by_position)
+            )
+            other_nonzero = ops.unstack(ops.transpose(ops.take(nonzero, orders)))
+            other_norms = ops.unstack(ops.transpose(ops.take(sq_norms, orders)))
         # All tasks advance together: at position p, task i visits orders[i, p].
         for position in range(num_tasks - 1):
-            others = orders[:, position]
-            # Row i: G[j_i, :], so sum_m C[i, m] G[j_i, m] = <g'_i, g_{j_i}>.
-            other_rows = ops.take(gram, others, axis=0)
-            inner = ops.sum(coefficients * other_rows, axis=1)
-            project = (inner < 0.0) & ops.take(nonzero, others)
-            step = gram_utils.safe_divide(inner, ops.take(sq_norms, others), project)
-            coefficients = coefficients - step[:, None] * ops.one_hot(
-                others, num_tasks, dtype="float32"
-            )
+            inner = ops.sum(coefficients * other_rows[position], axis=1)
+            project = (inner < 0.0) & other_nonzero[position]
+            step = gram_utils.safe_divide(inner, other_norms[position], project)
+            coefficients = coefficients - step[:, None] * unit_rows[position]
         weights = ops.where(present, ops.sum(coefficients, axis=0), 0.0)
         if self.reduction == "mean":
             weights = weights / ops.maximum(num_present(present), 1.0)
