@@ -79,35 +79,44 @@ def _fixed_gram(np, num_tasks):
 
 def _training_grams(np, model, x, y, steps, batch_size=64):
     """Gram matrices and losses of `steps` consecutive training steps (before each step)."""
-    from kerasmtl.testing.gradients import value_and_gradients
-
     shared = model.shared_variable_indices
-    variables = [model.trainable_variables[i] for i in shared]
     names = model.task_names
-    jacobian = _jax_jacobian(model) if _is_jax() else None
+    if _is_jax():
+        task_gradients = _jax_task_gradients(np, model, shared)
+    else:
+        task_gradients = _eager_task_gradients(np, model, shared)
     recorded = []
     for step in range(steps):
         start = (step * batch_size) % (len(x) - batch_size + 1)
         x_batch = x[start : start + batch_size]
         y_batch = {name: y[name][start : start + batch_size] for name in names}
-        rows, losses = [], []
-        if jacobian is not None:  # one compiled Jacobian instead of K eager gradients
-            losses, blocks = jacobian(x_batch, y_batch)
-            rows = np.concatenate([np.reshape(blocks[i], (len(names), -1)) for i in shared], 1)
-            losses = np.asarray(losses)
-        for k in range(0 if jacobian is not None else len(names)):
-
-            def task_loss(inputs, k=k):
-                values, _ = model.compute_task_loss_list(y_batch, model(inputs, training=True))
-                return values[k], ()
-
-            loss, _, _, gradients = value_and_gradients(task_loss, x_batch, variables)
-            rows.append(np.concatenate([g.ravel() for g in gradients]))
-            losses.append(float(loss))
-        rows = np.asarray(rows, "float64")
-        recorded.append(((rows @ rows.T).astype("float32"), np.asarray(losses, "float32")))
+        rows, losses = task_gradients(x_batch, y_batch)
+        rows = rows.astype("float64")
+        recorded.append(((rows @ rows.T).astype("float32"), losses.astype("float32")))
         model.train_on_batch(x_batch, y_batch)
     return recorded
+
+
+def _eager_task_gradients(np, model, shared):
+    """`(x, y) -> ((K, P) shared-variable gradients, (K,) losses)`: K gradient calls."""
+    from kerasmtl.testing.gradients import value_and_gradients
+
+    variables = [model.trainable_variables[i] for i in shared]
+
+    def call(x, y):
+        rows, losses = [], []
+        for k in range(len(model.task_names)):
+
+            def task_loss(inputs, k=k):
+                values, _ = model.compute_task_loss_list(y, model(inputs, training=True))
+                return values[k], ()
+
+            loss, _, _, gradients = value_and_gradients(task_loss, x, variables)
+            rows.append(np.concatenate([g.ravel() for g in gradients]))
+            losses.append(float(loss))
+        return np.stack(rows), np.asarray(losses)
+
+    return call
 
 
 def _is_jax():
@@ -116,28 +125,29 @@ def _is_jax():
     return keras.backend.backend() == "jax"
 
 
-def _jax_jacobian(model):
-    """`(x, y) -> (losses, [d losses / d v])` for the trainable variables, jitted (JAX)."""
+def _jax_task_gradients(np, model, shared):
+    """The same as `_eager_task_gradients`, from one jitted `jax.jacrev` (JAX)."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
+
+    num_tasks = len(model.task_names)
 
     def losses_of(trainable, non_trainable, x, y):
         y_pred, _ = model.stateless_call(trainable, non_trainable, x, training=True)
-        losses, _ = model.compute_task_loss_list(y, y_pred)
-        return jnp.stack(losses)
+        losses = jnp.stack(model.compute_task_loss_list(y, y_pred)[0])
+        return losses, losses  # differentiated, and returned as it is
 
     @jax.jit
     def jacobian(trainable, non_trainable, x, y):
-        return losses_of(trainable, non_trainable, x, y), jax.jacrev(losses_of)(
-            trainable, non_trainable, x, y
-        )
+        blocks, losses = jax.jacrev(losses_of, has_aux=True)(trainable, non_trainable, x, y)
+        rows = [jnp.reshape(blocks[i], (num_tasks, -1)) for i in shared]
+        return jnp.concatenate(rows, axis=1), losses
 
     def call(x, y):
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
-        losses, blocks = jacobian(trainable, non_trainable, x, y)
-        return np.asarray(losses), [np.asarray(b) for b in blocks]
+        rows, losses = jacobian(trainable, non_trainable, x, y)
+        return np.asarray(rows), np.asarray(losses)
 
     return call
 

@@ -25,6 +25,7 @@ import kerasmtl
 from kerasmtl import Task
 from kerasmtl.weighting import solvers
 from kerasmtl.weighting.cagrad import CAGrad
+from kerasmtl.weighting.dual_proj import DualProj
 from kerasmtl.weighting.mgda import MGDA
 from kerasmtl.weighting.nash_mtl import NashMTL
 from kerasmtl.weighting.upgrad import UPGrad
@@ -275,6 +276,20 @@ def _check_lower_bounded(projections, problem, lower, present, method):
     assert combined.min() >= -len(lower) * KKT_TOL
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("num_tasks", NUM_TASKS)
+def test_lower_bounded_qp_with_one_problem_is_exact(num_tasks, kind):
+    """DualProj's single problem `v >= p` (p = 1/K_p on the present tasks), every method."""
+    gram, unit, present = _problem(num_tasks, kind)
+    lower = (present / present.sum())[None, :]
+    problem = unit + 1e-4 * np.eye(num_tasks)
+    for method in _methods(num_tasks):
+        solve = _compiled(lambda g, b: solvers.lower_bounded_qp(g, b, method=method))
+        projections = _float64(solve(problem.astype("float32"), lower.astype("float32")))
+        # The KKT check fails for a solver that returns `p` where a task conflicts at p.
+        _check_lower_bounded(projections, problem, lower, present, method)
+
+
 @pytest.mark.parametrize("kind", ["conflict", "rank_deficient"])
 def test_lower_bounded_qp_primal_fallback_is_exact(kind, monkeypatch):
     """Rows that leave the primal-dual method at their first step end exact by the primal method.
@@ -295,7 +310,7 @@ def test_lower_bounded_qp_primal_fallback_is_exact(kind, monkeypatch):
 
 @pytest.mark.parametrize("num_tasks", [20, 40])
 def test_strategies_at_many_tasks_with_a_norm_gap(num_tasks):
-    """MGDA, UPGrad, CAGrad and Nash-MTL's coefficients at K = 20, 40 with a 100x norm gap."""
+    """MGDA, UPGrad, DualProj, CAGrad and Nash-MTL's coefficients at K = 20, 40, 100x norm gap."""
     jacobian = _jacobian(num_tasks, "norm_gap")
     gram = jacobian @ jacobian.T
     unit = gram / np.diag(gram).max()
@@ -318,6 +333,17 @@ def test_strategies_at_many_tasks_with_a_norm_gap(num_tasks):
     # No task is hurt (Quinton & Rey 2024): <g_j, d> >= 0 up to float32 resolution.
     scale = np.sqrt(np.diag(gram)) * np.linalg.norm(direction)
     assert np.all(jacobian @ direction >= -KKT_TOL * scale)
+
+    # DualProj: the mean gradient projected onto the dual cone, one problem (v >= 1/K).
+    weights = call(DualProj(reg_eps=0.0), gram)
+    assert np.all(weights >= 1.0 / num_tasks - 1e-6)
+    direction = jacobian.T @ weights
+    scale = np.sqrt(np.diag(gram)) * np.linalg.norm(direction)
+    assert np.all(jacobian @ direction >= -KKT_TOL * scale)
+    trace_unit = gram / np.trace(gram)
+    free = weights > 1.0 / num_tasks + 1e-4  # KKT: (G v)_j = 0 where the bound is inactive
+    assert np.all(np.abs((trace_unit @ weights)[free]) <= KKT_TOL * np.abs(trace_unit).max())
+    assert free.any()  # this case has conflicts: the projection moves off the bound
 
     weights = call(CAGrad(c=0.4, rescale=0), gram)
     mean = np.full(num_tasks, 1.0 / num_tasks)
