@@ -34,7 +34,7 @@ class CAGrad(Weighting):
     Deviations: LibMTL solves the dual with SciPy's SLSQP on the host; here it
     is solved in the graph, exactly, with the closed form of the minimiser on
     each support of `w` (see `kerasmtl.weighting.solvers.conflict_averse_dual`):
-    every support is enumerated for up to 5 tasks, and a primal-dual
+    every support is enumerated for up to 5 tasks (3 on PyTorch), and a primal-dual
     active-set method (with a primal fallback) visits a few of them beyond. When
     the optimal `g_w` is numerically zero (`||g_w||^2 < 1e-8 max_k ||g_k||^2`,
     e.g. a task with a zero gradient at the optimum), every `d` in the ball that
@@ -51,7 +51,7 @@ class CAGrad(Weighting):
         c: the radius ratio `c >= 0` (LibMTL's `calpha`, whose command-line
             default is 0.5); 0.4 by default.
         rescale: 0, 1 (default) or 2, as LibMTL.
-        num_iterations: the most active-set iterations (more than 5 tasks).
+        num_iterations: the most active-set iterations (more than 5 tasks; 3 on PyTorch).
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:

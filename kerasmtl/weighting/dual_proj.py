@@ -32,7 +32,7 @@ class DualProj(UPGrad):
     Deviation: TorchJD solves the quadratic program with `quadprog` on the
     host; here it is solved exactly in the graph by
     `kerasmtl.weighting.solvers.lower_bounded_qp` (support enumeration for up to
-    5 tasks, active-set methods beyond). It is UPGrad's computation
+    5 tasks, 3 on PyTorch, active-set methods beyond). It is UPGrad's computation
     with the one lower bound `p` instead of UPGrad's `K` bounds `p_i e_i`, so
     the class extends `UPGrad`.
 
@@ -46,7 +46,7 @@ class DualProj(UPGrad):
         pref_vector: optional list of `K` floats, the preference weights `p`.
         norm_eps: trace threshold below which the Gram matrix is treated as zero.
         reg_eps: ridge added to the trace-normalised Gram matrix.
-        num_iterations: the most active-set iterations (more than 5 tasks);
+        num_iterations: the most active-set iterations (more than 5 tasks; 3 on PyTorch);
             the solver stops at the optimum.
         **kwargs: base layer keyword arguments, such as `name`.
 

@@ -35,7 +35,7 @@ class MGDA(Weighting):
     Deviations: LibMTL (and the paper) run Frank-Wolfe iterations, which
     converge slowly on ill-conditioned `G`; here the min-norm problem is solved
     exactly in the graph, by enumerating the active sets (supports) for up to 5
-    tasks and by a primal-dual active-set method beyond, which falls back on
+    tasks (3 on PyTorch) and by a primal-dual active-set method beyond, which falls back on
     Wolfe's min-norm-point algorithm (see
     `kerasmtl.weighting.solvers.min_norm_point`).
 
@@ -47,7 +47,7 @@ class MGDA(Weighting):
 
     Args:
         normalization: `"none"` (default, as LibMTL), `"l2"`, `"loss"` or `"loss+"`.
-        num_iterations: the most active-set iterations (more than 5 tasks);
+        num_iterations: the most active-set iterations (more than 5 tasks; 3 on PyTorch);
             the solver stops at the optimum, after about twice the size of the
             optimal support.
         **kwargs: base layer keyword arguments, such as `name`.

@@ -25,7 +25,7 @@ class MGDAUB(MGDA):
 
     Args:
         normalization: `"none"` (default), `"l2"`, `"loss"` or `"loss+"`.
-        num_iterations: the most active-set iterations (more than 5 tasks).
+        num_iterations: the most active-set iterations (more than 5 tasks; 3 on PyTorch).
         **kwargs: base layer keyword arguments, such as `name`.
 
     Example:

@@ -31,7 +31,7 @@ class UPGrad(Weighting):
 
     Deviations: TorchJD solves the `K` quadratic programs with `quadprog` on the
     host; here they are solved exactly in the graph, by enumerating the active
-    sets for up to 5 tasks and beyond by a primal-dual active-set method (many
+    sets for up to 5 tasks (3 on PyTorch) and beyond by a primal-dual active-set method (many
     constraints per step, all `K` problems at once) that hands any problem
     where it cycles to a primal active-set method (see
     `kerasmtl.weighting.solvers.lower_bounded_qp`).
@@ -46,7 +46,7 @@ class UPGrad(Weighting):
         pref_vector: optional list of `K` floats, the preference weights `p`.
         norm_eps: trace threshold below which the Gram matrix is treated as zero.
         reg_eps: ridge added to the trace-normalised Gram matrix.
-        num_iterations: the most active-set iterations (more than 5 tasks);
+        num_iterations: the most active-set iterations (more than 5 tasks; 3 on PyTorch);
             the solver stops once every problem is at its optimum.
         **kwargs: base layer keyword arguments, such as `name`.
 
