@@ -109,18 +109,12 @@ class GradVac(Weighting):
         orders = gram_utils.other_task_orders(num_tasks, self.shuffle, self.seed_generator)
         coefficients = ops.eye(num_tasks, dtype="float32")
         changes = ops.zeros_like(old_targets)
+        other_rows, selectors, (other_norms, other_nonzero) = gram_utils.by_position(
+            orders, gram, norms, nonzero
+        )
         if num_tasks > 1:
-            # Everything the positions read, gathered once and split by position (fewer
-            # ops per position: the loop is unrolled, and runs eagerly on torch). Each
-            # pair (i, j) is visited once per step, so the target task i reads for j is
-            # the one at the start of the step; the updates are added at the end.
-            by_position = (1, 0, 2)
-            selectors = ops.unstack(
-                ops.transpose(ops.one_hot(orders, num_tasks, dtype="float32"), by_position)
-            )
-            other_rows = ops.unstack(ops.transpose(ops.take(gram, orders, axis=0), by_position))
-            other_norms = ops.unstack(ops.transpose(ops.take(norms, orders)))
-            other_nonzero = ops.unstack(ops.transpose(ops.take(nonzero, orders)))
+            # Each pair (i, j) is visited once per step, so the target task i reads for j
+            # is the one at the start of the step; the updates are added at the end.
             start_targets = ops.transpose(ops.take_along_axis(old_targets, orders, axis=1))
             clipped_targets = ops.clip(start_targets, -_MAX_TARGET, _MAX_TARGET)
             target_sines = ops.sqrt(1.0 - clipped_targets * clipped_targets)

@@ -67,6 +67,25 @@ def other_task_orders(num_tasks, shuffle, seed_generator):
     return ops.cast(order, "int32")
 
 
+def by_position(orders, gram, *vectors):
+    """What the visits of `other_task_orders` read, gathered once and split by position.
+
+    Returns lists over the `K - 1` positions `p`: `rows[p][i] = gram[orders[i, p]]`,
+    `selectors[p][i] = one_hot(orders[i, p])`, and for each `(K,)` vector `v`,
+    `v[orders[:, p]]`. A loop unrolled over the positions then reads slices
+    instead of gathering (fewer ops per position; torch runs them eagerly).
+    """
+    num_tasks = gram.shape[-1]
+    if num_tasks < 2:
+        return [], [], [[] for _ in vectors]
+    swap = (1, 0, 2)
+    rows = ops.unstack(ops.transpose(ops.take(gram, orders, axis=0), swap))
+    one_hots = ops.one_hot(orders, num_tasks, dtype="float32")
+    selectors = ops.unstack(ops.transpose(one_hots, swap))
+    gathered = [ops.unstack(ops.transpose(ops.take(vector, orders))) for vector in vectors]
+    return rows, selectors, gathered
+
+
 def pseudo_inverse(matrix, rcond):
     """Moore-Penrose pseudo-inverse by SVD; singular values `<= rcond * max` count as 0."""
     left, singular_values, right_transposed = ops.svd(matrix)

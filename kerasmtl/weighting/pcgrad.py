@@ -100,17 +100,10 @@ class PCGrad(Weighting):
         nonzero = ops.logical_and(gram_utils.nonzero_mask(sq_norms), present)
         orders = gram_utils.other_task_orders(num_tasks, self.shuffle, self.seed_generator)
         coefficients = ops.eye(num_tasks, dtype="float32")
-        if num_tasks > 1:
-            # Everything the positions read, gathered once and split by position
-            # (fewer ops per position: the loop is unrolled, and runs eagerly on torch).
-            by_position = (1, 0, 2)
-            # [p][i] = G[orders[i, p], :], so sum_m C[i, m] G[j_i, m] = <g'_i, g_{j_i}>.
-            other_rows = ops.unstack(ops.transpose(ops.take(gram, orders, axis=0), by_position))
-            unit_rows = ops.unstack(
-                ops.transpose(ops.one_hot(orders, num_tasks, dtype="float32"), by_position)
-            )
-            other_nonzero = ops.unstack(ops.transpose(ops.take(nonzero, orders)))
-            other_norms = ops.unstack(ops.transpose(ops.take(sq_norms, orders)))
+        # other_rows[p][i] = G[orders[i, p], :], so sum_m C[i, m] G[j_i, m] = <g'_i, g_{j_i}>.
+        other_rows, unit_rows, (other_nonzero, other_norms) = gram_utils.by_position(
+            orders, gram, nonzero, sq_norms
+        )
         # All tasks advance together: at position p, task i visits orders[i, p].
         for position in range(num_tasks - 1):
             inner = ops.sum(coefficients * other_rows[position], axis=1)
