@@ -663,8 +663,7 @@ def _conflict_averse_active_set(gram, mean_term, radius, max_iterations, mask, p
         return grad, noise + _KKT_RTOL * mean_scale
 
     def objective(w):
-        norm = ops.sqrt(ops.maximum(ops.sum(ops.matmul(ridged, w) * w), 0.0))
-        return ops.sum(mean_term * w) + radius * norm
+        return _conflict_averse_objective(w, ridged, mean_term, radius)
 
     start = _cheapest_vertex(mean_term, mask)
     allowed = _allowed_tasks(gram.shape[-1], mask)
